@@ -1,0 +1,186 @@
+# Copyright (c) 2026 greenlight.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+
+"""Point the nginx upstream of an app at one local port, atomically, standard library only.
+
+The upstream file holds exactly one line, ``server 127.0.0.1:<port>;``, and is included from
+``upstream <app>_live { include <file>; keepalive 32; }``. Switching means: write a temp file
+beside it, rename it over the real name (atomic on POSIX), run the test command (nginx reads
+the real include path, so the test sees the new content), restore the old content if the test
+fails, then reload gracefully (old workers finish in-flight requests).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shlex
+import subprocess
+import tempfile
+import time
+import typing as t
+from urllib.parse import urlsplit
+
+UPSTREAM_RE = re.compile(r"^\s*server\s+127\.0\.0\.1:(\d+)\s*[^;]*;", re.MULTILINE)
+
+
+class ProxyError(Exception):
+    """The proxy could not be switched or verified."""
+
+
+def render_upstream(port: int) -> str:
+    """The whole content of the upstream include file for a live port."""
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        raise ValueError("upstream port must be an integer 1-65535, got %r" % (port,))
+    return "server 127.0.0.1:%d;\n" % port
+
+
+def parse_upstream(content: str) -> int | None:
+    """The port the upstream file points at, or None when it names no local server."""
+    match = UPSTREAM_RE.search(content or "")
+    return int(match.group(1)) if match else None
+
+
+def read_upstream_port(path: str) -> int | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return parse_upstream(handle.read())
+    except FileNotFoundError:
+        return None
+
+
+def as_argv(command: t.Union[str, t.Sequence[str]]) -> list[str]:
+    """Commands are argv lists; a string is split like a shell would split it (no shell runs)."""
+    if isinstance(command, str):
+        return shlex.split(command)
+    return [str(part) for part in command]
+
+
+def run_command(command: t.Union[str, t.Sequence[str]], what: str, timeout: float = 60.0) -> str:
+    argv = as_argv(command)
+    if not argv:
+        raise ProxyError("%s command is empty" % what)
+    try:
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
+                              check=False, close_fds=True)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ProxyError("%s command %s failed: %s" % (what, shlex.join(argv), exc)) from exc
+    output = proc.stdout.decode("utf-8", "replace").strip()
+    if proc.returncode != 0:
+        raise ProxyError("%s command %s exited %d: %s" % (what, shlex.join(argv), proc.returncode, output))
+    return output
+
+
+def _write_atomic(path: str, content: str) -> None:
+    directory = os.path.dirname(path) or "."
+    mode = 0o644
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        pass
+    fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp_path, mode)
+        os.rename(tmp_path, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_path)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def switch_upstream(
+    path: str,
+    port: int,
+    test_command: t.Union[str, t.Sequence[str], None] = "nginx -t",
+    reload_command: t.Union[str, t.Sequence[str], None] = "nginx -s reload",
+    command_timeout: float = 60.0,
+) -> dict[str, t.Any]:
+    """Point the upstream file at `port`, test and reload. Restores the old file if the test fails."""
+    new_content = render_upstream(port)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            old_content: str | None = handle.read()
+    except FileNotFoundError:
+        old_content = None
+    parent = os.path.dirname(path)
+    if parent and not os.path.isdir(parent):
+        os.makedirs(parent, mode=0o755, exist_ok=True)
+    _write_atomic(path, new_content)
+    if test_command:
+        try:
+            run_command(test_command, "proxy test", command_timeout)
+        except ProxyError:
+            if old_content is None:
+                os.unlink(path)
+            else:
+                _write_atomic(path, old_content)
+            raise
+    if reload_command:
+        run_command(reload_command, "proxy reload", command_timeout)
+    return {"previous_port": parse_upstream(old_content or ""), "port": port,
+            "content_changed": old_content != new_content}
+
+
+def fetch_release(url: str, timeout: float = 5.0) -> tuple[int, str | None]:
+    """GET a 127.0.0.1 URL; return (status, release) from X-Release or a JSON "release" field."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost"):
+        raise ValueError("verify URLs must be http://127.0.0.1:<port>/..., got %r" % url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+    try:
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        conn.request("GET", target, headers={"Connection": "close", "User-Agent": "greenlight-swap"})
+        response = conn.getresponse()
+        body = response.read(65536)
+        release = response.getheader("X-Release")
+        if release is None and "json" in (response.getheader("Content-Type") or ""):
+            try:
+                release = json.loads(body.decode("utf-8")).get("release")
+            except (ValueError, AttributeError):
+                release = None
+        return response.status, release
+    finally:
+        conn.close()
+
+
+def verify(url: str, expected_release: str | None, accepted_statuses: t.Sequence[int], timeout: float,
+           interval: float = 0.2) -> dict[str, t.Any]:
+    """Poll `url` through the proxy until it answers an accepted status (from `expected_release`)."""
+    deadline = time.monotonic() + timeout
+    attempts = 0
+    last = "no answer"
+    while True:
+        attempts += 1
+        try:
+            status, release = fetch_release(url, timeout=min(5.0, max(0.5, timeout)))
+            if status in accepted_statuses and (expected_release is None or release == expected_release):
+                return {"attempts": attempts, "status": status, "release": release}
+            last = "HTTP %d from release %s" % (status, release)
+        except (OSError, http.client.HTTPException) as exc:
+            last = "%s: %s" % (type(exc).__name__, exc)
+        if time.monotonic() >= deadline:
+            raise ProxyError("verify through the proxy at %s failed after %d attempts: last answer %s, expected "
+                             "release %s" % (url, attempts, last, expected_release))
+        time.sleep(interval)

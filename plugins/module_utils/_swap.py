@@ -1,0 +1,1255 @@
+# Copyright (c) 2026 greenlight.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+
+"""The swap engine: put one image live on one server with zero downtime.
+
+Pure Python, standard library only, no Ansible imports: the Ansible module ``container_swap`` and
+the server-side command behind ``deploy.sh`` are both thin front ends over :func:`run_swap`.
+
+Phases (one call per server per deploy): plan -> lock -> cleanup -> snapshot -> pre_switch ->
+static -> start -> health -> switch -> drain -> stop_old -> services -> prune -> record.
+See docs/container_swap.md for the full contract.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import errno
+import fcntl
+import getpass
+import hashlib
+import http.client
+import json
+import os
+import posixpath
+import re
+import secrets
+import shlex
+import socket
+import sqlite3
+import tarfile
+import tempfile
+import time
+import typing as t
+
+from ._docker_api import DEFAULT_SOCKET, DockerClient, DockerError, NotFound
+from ._proxy_nginx import (
+    ProxyError,
+    as_argv,
+    fetch_release,
+    read_upstream_port,
+    switch_upstream,
+    verify,
+)
+
+# Label keys (docs/CONTRACTS.md); env values are never put into labels.
+LABEL_APP = "greenlight.app"
+LABEL_RELEASE = "greenlight.release"
+LABEL_SERVICE = "greenlight.service"
+LABEL_CONFIG_HASH = "greenlight.config-hash"
+LABEL_PORT = "greenlight.port"
+LABEL_IMAGE = "greenlight.image"
+
+SERVICE_WEB = "web"
+ONE_OFF_SERVICES = ("pre-switch", "static")
+RESERVED_SERVICES = (SERVICE_WEB,) + ONE_OFF_SERVICES
+
+PHASES = ("plan", "lock", "cleanup", "snapshot", "pre_switch", "static", "start", "health", "switch", "drain",
+          "stop_old", "services", "prune", "record")
+# Phases after which the interrupted run may have moved traffic (see _cleanup).
+TRAFFIC_PHASES = ("switch", "drain", "stop_old")
+
+APP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+SERVICE_NAME_RE = APP_NAME_RE
+VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]+$")
+
+# Image reference grammar (distribution/reference, without IPv6 registries).
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = r"(?:%s(?:\.%s)*(?::[0-9]+)?)" % (_DOMAIN_COMPONENT, _DOMAIN_COMPONENT)
+_PATH_COMPONENT = r"(?:[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)"
+_NAME = r"(?:(?:%s/)?%s(?:/%s)*)" % (_DOMAIN, _PATH_COMPONENT, _PATH_COMPONENT)
+_TAG = r"(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})"
+_DIGEST = r"(?:[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})"
+IMAGE_REFERENCE_RE = re.compile(r"^(?P<name>%s)(?::(?P<tag>%s))?(?:@(?P<digest>%s))?$" % (_NAME, _TAG, _DIGEST))
+IMAGE_ID_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class SwapError(Exception):
+    """A swap failed; `result` holds the partial result (also written to releases.jsonl)."""
+
+    def __init__(self, message: str, result: dict[str, t.Any] | None = None) -> None:
+        super().__init__(message)
+        self.result = result or {}
+
+
+class OptionsError(SwapError, ValueError):
+    """The options are invalid; nothing was touched."""
+
+
+class LockTimeout(SwapError):
+    """Another deploy holds the lock."""
+
+
+# --------------------------------------------------------------------------------------------
+# Options
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class ServiceSpec:
+    """An extra service run from the same image (worker, beat...)."""
+
+    name: str
+    command: t.Union[str, list]
+    singleton: bool = False
+
+
+@dataclasses.dataclass
+class SwapOptions:
+    """Every option of the engine; see docs/container_swap.md. Paths left None are derived."""
+
+    app_name: str
+    image: t.Optional[str] = None
+    mode: str = "deploy"
+    rollback_release: t.Optional[str] = None
+    release: t.Optional[str] = None
+    app_dir: t.Optional[str] = None
+    env_file: t.Optional[str] = None
+    mounts: list = dataclasses.field(default_factory=list)
+    container_port: int = 8000
+    host_ports: list = dataclasses.field(default_factory=lambda: [8001, 8002])
+    health_path: str = "/health"
+    health_timeout: float = 60.0
+    health_interval: float = 1.0
+    health_statuses: list = dataclasses.field(default_factory=lambda: [200])
+    pre_switch_commands: list = dataclasses.field(default_factory=list)
+    pre_switch_timeout: float = 600.0
+    static_source: t.Optional[str] = None
+    static_root: t.Optional[str] = None
+    sqlite_path: t.Optional[str] = None
+    restore_on_failure: bool = True
+    backups_dir: t.Optional[str] = None
+    backups_to_keep: int = 5
+    upstream_file: t.Optional[str] = None
+    proxy_test_command: t.Union[str, list, None] = "nginx -t"
+    proxy_reload_command: t.Union[str, list, None] = "nginx -s reload"
+    proxy_verify_url: t.Optional[str] = None
+    proxy_verify_timeout: float = 10.0
+    drain_seconds: float = 5.0
+    stop_grace_seconds: int = 10
+    releases_to_keep: int = 3
+    lock_file: t.Optional[str] = None
+    lock_timeout: float = 60.0
+    releases_log: t.Optional[str] = None
+    services: list = dataclasses.field(default_factory=list)
+    labels: dict = dataclasses.field(default_factory=dict)
+    restart_policy: str = "unless-stopped"
+    docker_socket: str = DEFAULT_SOCKET
+    actor: t.Optional[str] = None
+    check_mode: bool = False
+
+
+OPTION_NAMES = tuple(f.name for f in dataclasses.fields(SwapOptions))
+RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
+
+
+def parse_image_reference(reference: str) -> dict[str, t.Optional[str]]:
+    """Split an image reference into name, tag and digest; raise ValueError when malformed."""
+    if not isinstance(reference, str) or not reference:
+        raise ValueError("image must be a non-empty string")
+    if IMAGE_ID_RE.match(reference):
+        return {"name": None, "tag": None, "digest": None, "id": reference}
+    match = IMAGE_REFERENCE_RE.match(reference)
+    if not match or len(reference) > 512:
+        raise ValueError("image %r is not a valid image reference (expected name[:tag][@sha256:digest])" % reference)
+    return {"name": match.group("name"), "tag": match.group("tag"), "digest": match.group("digest"), "id": None}
+
+
+def derive_release(reference: str, image_id: str) -> str:
+    """Release id from the tag, else the digest, else the image id (12 hex characters)."""
+    parts = parse_image_reference(reference)
+    if parts["tag"] and parts["tag"] != "latest":
+        return parts["tag"]
+    if parts["digest"]:
+        return parts["digest"].split(":", 1)[1][:12]
+    return image_id.split(":", 1)[-1][:12]
+
+
+def _is_int(value: t.Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: t.Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _valid_command(command: t.Any) -> bool:
+    if isinstance(command, str):
+        try:
+            return bool(shlex.split(command))
+        except ValueError:
+            return False
+    return isinstance(command, (list, tuple)) and bool(command) and all(isinstance(p, str) for p in command)
+
+
+def parse_mount(mount: str) -> tuple[str, str, str]:
+    """`host:container[:ro|rw]` -> (host, container, mode); raise ValueError when malformed."""
+    parts = mount.split(":") if isinstance(mount, str) else []
+    if len(parts) not in (2, 3):
+        raise ValueError("mount %r must be host:container[:ro|rw]" % (mount,))
+    host, container = parts[0], parts[1]
+    mode = parts[2] if len(parts) == 3 else "rw"
+    if not (host.startswith("/") or VOLUME_NAME_RE.match(host)):
+        raise ValueError("mount %r: host side must be an absolute path or a volume name" % mount)
+    if not container.startswith("/"):
+        raise ValueError("mount %r: container side must be an absolute path" % mount)
+    if mode not in ("ro", "rw"):
+        raise ValueError("mount %r: mode must be ro or rw" % mount)
+    return host, container, mode
+
+
+def options_from_dict(values: t.Union[dict, SwapOptions]) -> SwapOptions:
+    """Build validated options from a plain dict (unknown keys are errors) and fill derived paths."""
+    if isinstance(values, SwapOptions):
+        values = dataclasses.asdict(values)
+    unknown = sorted(set(values) - set(OPTION_NAMES))
+    if unknown:
+        raise OptionsError("unknown option(s): %s" % ", ".join(unknown))
+    if "app_name" not in values or values["app_name"] is None:
+        raise OptionsError("app_name is required")
+    clean = {k: v for k, v in values.items() if v is not None or k in ("proxy_test_command", "proxy_reload_command")}
+    for key in ("mounts", "host_ports", "health_statuses", "pre_switch_commands", "services"):
+        if key in clean:
+            clean[key] = list(clean[key])
+    services = []
+    for item in clean.get("services", []):
+        if isinstance(item, ServiceSpec):
+            services.append(item)
+        elif isinstance(item, dict):
+            extra = sorted(set(item) - {"name", "command", "singleton"})
+            if extra:
+                raise OptionsError("services: unknown key(s) %s in %r" % (", ".join(extra), item))
+            services.append(ServiceSpec(name=item.get("name"), command=item.get("command"),
+                                        singleton=bool(item.get("singleton") or False)))
+        else:
+            raise OptionsError("services: each entry must be a dict with name, command, singleton")
+    clean["services"] = services
+    opts = SwapOptions(**clean)
+    validate_options(opts)
+    app_dir = opts.app_dir or "/opt/%s" % opts.app_name
+    opts.app_dir = app_dir
+    opts.lock_file = opts.lock_file or os.path.join(app_dir, "deploy.lock")
+    opts.releases_log = opts.releases_log or os.path.join(app_dir, "releases.jsonl")
+    opts.backups_dir = opts.backups_dir or os.path.join(app_dir, "backups")
+    opts.upstream_file = opts.upstream_file or "/etc/nginx/greenlight/%s-upstream.conf" % opts.app_name
+    if opts.static_source and not opts.static_root:
+        opts.static_root = "/var/www/%s/static" % opts.app_name
+    return opts
+
+
+def validate_options(opts: SwapOptions) -> None:
+    """Collect every problem into one OptionsError so the user fixes them in one go."""
+    errors = []
+    if not isinstance(opts.app_name, str) or not APP_NAME_RE.match(opts.app_name):
+        errors.append("app_name %r must match %s" % (opts.app_name, APP_NAME_RE.pattern))
+    if opts.mode not in ("deploy", "rollback"):
+        errors.append("mode must be deploy or rollback, got %r" % (opts.mode,))
+    if opts.mode == "deploy":
+        if not opts.image:
+            errors.append("image is required when mode=deploy")
+        else:
+            try:
+                parse_image_reference(opts.image)
+            except ValueError as exc:
+                errors.append(str(exc))
+        if opts.rollback_release is not None:
+            errors.append("rollback_release is only used with mode=rollback")
+    elif opts.mode == "rollback":
+        if opts.image:
+            errors.append("image is not used with mode=rollback (the kept release brings its own image)")
+        if opts.release:
+            errors.append("release is not used with mode=rollback; name the target with rollback_release")
+    for key in ("release", "rollback_release"):
+        value = getattr(opts, key)
+        if value is not None and (not isinstance(value, str) or not RELEASE_RE.match(value)):
+            errors.append("%s %r must match %s" % (key, value, RELEASE_RE.pattern))
+    for mount in opts.mounts:
+        try:
+            parse_mount(mount)
+        except ValueError as exc:
+            errors.append(str(exc))
+    if not _is_int(opts.container_port) or not 1 <= opts.container_port <= 65535:
+        errors.append("container_port must be an integer 1-65535")
+    if (len(opts.host_ports) != 2 or not all(_is_int(p) and 1 <= p <= 65535 for p in opts.host_ports)
+            or opts.host_ports[0] == opts.host_ports[1]):
+        errors.append("host_ports must be two different ports 1-65535, got %r" % (opts.host_ports,))
+    if not isinstance(opts.health_path, str) or not opts.health_path.startswith("/"):
+        errors.append("health_path must start with /")
+    for key in ("health_timeout", "health_interval", "pre_switch_timeout", "proxy_verify_timeout", "lock_timeout"):
+        value = getattr(opts, key)
+        if not _is_number(value) or value <= 0:
+            errors.append("%s must be a positive number" % key)
+    if not _is_number(opts.drain_seconds) or opts.drain_seconds < 0:
+        errors.append("drain_seconds must be >= 0")
+    for key in ("stop_grace_seconds", "releases_to_keep", "backups_to_keep"):
+        value = getattr(opts, key)
+        if not _is_int(value) or value < 0:
+            errors.append("%s must be an integer >= 0" % key)
+    if not opts.health_statuses or not all(_is_int(s) and 100 <= s <= 599 for s in opts.health_statuses):
+        errors.append("health_statuses must be a non-empty list of HTTP status codes")
+    for command in opts.pre_switch_commands:
+        if not _valid_command(command):
+            errors.append("pre_switch_commands: %r is not a command (argv list or string)" % (command,))
+    for key in ("proxy_test_command", "proxy_reload_command"):
+        value = getattr(opts, key)
+        if value is not None and value != "" and not _valid_command(value):
+            errors.append("%s: %r is not a command" % (key, value))
+    if opts.proxy_verify_url is not None and not re.match(r"^http://(127\.0\.0\.1|localhost)(:\d+)?/", opts.proxy_verify_url):
+        errors.append("proxy_verify_url must be http://127.0.0.1:<port>/<path>, got %r" % opts.proxy_verify_url)
+    if opts.static_source is not None and not (isinstance(opts.static_source, str) and opts.static_source.startswith("/")):
+        errors.append("static_source must be an absolute path inside the image")
+    for key in ("app_dir", "env_file", "static_root", "sqlite_path", "backups_dir", "upstream_file", "lock_file",
+                "releases_log"):
+        value = getattr(opts, key)
+        if value is not None and (not isinstance(value, str) or not value.startswith("/")):
+            errors.append("%s must be an absolute path, got %r" % (key, value))
+    names = set()
+    for service in opts.services:
+        if not isinstance(service.name, str) or not SERVICE_NAME_RE.match(service.name):
+            errors.append("services: name %r must match %s" % (service.name, SERVICE_NAME_RE.pattern))
+        elif service.name in RESERVED_SERVICES:
+            errors.append("services: name %r is reserved" % service.name)
+        elif service.name in names:
+            errors.append("services: name %r is used twice" % service.name)
+        names.add(service.name)
+        if not _valid_command(service.command):
+            errors.append("services: %r has no valid command" % (service.name,))
+    if not isinstance(opts.labels, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                    for k, v in opts.labels.items()):
+        errors.append("labels must be a dict of strings")
+    elif any(k.startswith("greenlight.") for k in opts.labels):
+        errors.append("labels: keys starting with greenlight. are set by the engine")
+    if opts.restart_policy not in RESTART_POLICIES:
+        errors.append("restart_policy must be one of %s" % ", ".join(RESTART_POLICIES))
+    if errors:
+        raise OptionsError("invalid options: " + "; ".join(errors))
+
+
+# --------------------------------------------------------------------------------------------
+# Small pure helpers (unit tested)
+# --------------------------------------------------------------------------------------------
+def parse_env_file(content: str, environ: t.Optional[t.Mapping[str, str]] = None) -> list[str]:
+    """Parse like `docker run --env-file`: KEY=VALUE lines kept verbatim, # comments, KEY alone
+    takes the value from the environment. Errors name the line number, never a value."""
+    environ = os.environ if environ is None else environ
+    result = []
+    for number, raw_line in enumerate(content.splitlines(), 1):
+        line = raw_line.lstrip(" \t")
+        if number == 1:
+            line = line.lstrip("\ufeff")
+        if not line or line.startswith("#"):
+            continue
+        key, has_value, value = line.partition("=")
+        if not key or any(c.isspace() for c in key):
+            raise ValueError("env file line %d: variable name is empty or contains whitespace" % number)
+        if has_value:
+            result.append("%s=%s" % (key, value))
+        elif key in environ:
+            result.append("%s=%s" % (key, environ[key]))
+    return result
+
+
+def config_hash(image_id: str, service: str, command: t.Any, container_port: t.Optional[int], mounts: list,
+                env_sha256: t.Optional[str], restart_policy: str, labels: dict) -> str:
+    """Stable hash of everything that shapes a container except its host port and release id."""
+    payload = {
+        "image_id": image_id,
+        "service": service,
+        "command": as_argv(command) if command else None,
+        "container_port": container_port,
+        "mounts": list(mounts),
+        "env_sha256": env_sha256,
+        "restart_policy": restart_policy,
+        "labels": dict(sorted(labels.items())),
+    }
+    encoded = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return hashlib.sha256(encoded).hexdigest()[:16]
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def current_actor(actor: t.Optional[str] = None) -> dict[str, t.Any]:
+    try:
+        user = os.environ.get("SUDO_USER") or getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    info = {"user": user, "host": socket.gethostname(), "pid": os.getpid()}
+    if actor:
+        info["by"] = actor
+    return info
+
+
+def holder_message(lock_file: str, holder: t.Optional[dict[str, t.Any]], waited: float) -> str:
+    """The message a blocked deploy shows: who holds the lock and what it is doing."""
+    if not holder:
+        return "another deploy holds %s (holder details unreadable); waited %.1fs" % (lock_file, waited)
+    return ("another deploy holds %s: pid %s (user %s on %s), %s of release %s, phase %s, since %s; waited %.1fs. "
+            "Wait for it to finish, or re-run later; the lock frees itself when that process ends."
+            % (lock_file, holder.get("pid"), holder.get("user"), holder.get("host"), holder.get("action", "deploy"),
+               holder.get("release"), holder.get("phase"), holder.get("since"), waited))
+
+
+def audit_record(result: dict[str, t.Any], app_name: str, actor: dict[str, t.Any]) -> dict[str, t.Any]:
+    """The line appended to releases.jsonl (the module returns the same fields)."""
+    keys = ("action", "changed", "release", "previous_release", "image", "image_id", "image_digest", "live_port",
+            "container_id", "container_name", "services", "snapshot", "phases", "health_attempts", "rolled_back",
+            "failed_phase", "error")
+    record = {"time": utc_now(), "app": app_name, "actor": actor,
+              "result": "failed" if result.get("failed_phase") else "ok"}
+    for key in keys:
+        if key in result:
+            record[key] = result[key]
+    return record
+
+
+def append_jsonl(path: str, record: dict[str, t.Any]) -> None:
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, mode=0o750, exist_ok=True)
+    line = (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        os.write(fd, line)  # one write with O_APPEND: lines never interleave
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------
+# Lock
+# --------------------------------------------------------------------------------------------
+class DeployLock:
+    """flock(2) on the lock file: the kernel frees it when the holder dies, so it cannot go stale.
+    The file's content is the holder's details (JSON), rewritten at every phase."""
+
+    def __init__(self, path: str, info: dict[str, t.Any]) -> None:
+        self.path = path
+        self.info = dict(info)
+        self.fd: t.Optional[int] = None
+        self.previous: t.Optional[dict[str, t.Any]] = None
+
+    @staticmethod
+    def read_holder(path: str) -> t.Optional[dict[str, t.Any]]:
+        for _attempt in range(5):
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    content = handle.read()
+            except FileNotFoundError:
+                return None
+            if content.strip():
+                try:
+                    return json.loads(content)
+                except ValueError:
+                    pass
+            time.sleep(0.02)  # the holder may be rewriting it right now
+        return None
+
+    def acquire(self, timeout: float, poll: float = 0.1) -> None:
+        parent = os.path.dirname(self.path)
+        if parent:
+            os.makedirs(parent, mode=0o750, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
+        started = time.monotonic()
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    os.close(fd)
+                    raise
+            waited = time.monotonic() - started
+            if waited >= timeout:
+                os.close(fd)
+                raise LockTimeout(holder_message(self.path, self.read_holder(self.path), waited))
+            time.sleep(poll)
+        self.fd = fd
+        content = os.pread(fd, 65536, 0)
+        try:
+            previous = json.loads(content.decode("utf-8")) if content.strip() else None
+        except ValueError:
+            previous = None
+        # A holder that ended cleanly marks the file "released"; anything else is an interrupted run.
+        self.previous = previous if isinstance(previous, dict) and not previous.get("released") else None
+        self._write()
+
+    def _write(self) -> None:
+        if self.fd is None:
+            return
+        data = json.dumps(self.info, sort_keys=True).encode("utf-8")
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, data, 0)
+
+    def update(self, **fields: t.Any) -> None:
+        self.info.update(fields)
+        self._write()
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            self.info.update({"released": True, "phase": "done", "released_at": utc_now()})
+            self._write()
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+# --------------------------------------------------------------------------------------------
+# Static files and SQLite
+# --------------------------------------------------------------------------------------------
+def extract_static(stream: t.IO[bytes], source_path: str, static_root: str) -> dict[str, int]:
+    """Copy the files of a tar stream (Docker archive GET of `source_path`) into `static_root`.
+    New files are added, changed files replaced atomically, files of older releases kept."""
+    base = posixpath.basename(source_path.rstrip("/"))
+    counts = {"added": 0, "updated": 0, "unchanged": 0, "skipped": 0}
+    os.makedirs(static_root, mode=0o755, exist_ok=True)
+    with tarfile.open(fileobj=stream, mode="r|") as archive:
+        for member in archive:
+            parts = [p for p in member.name.split("/") if p not in ("", ".")]
+            if parts and parts[0] == base:
+                parts = parts[1:]
+            if member.name.startswith("/") or ".." in parts:
+                counts["skipped"] += 1
+                continue
+            target = os.path.join(static_root, *parts) if parts else static_root
+            if member.isdir():
+                os.makedirs(target, mode=0o755, exist_ok=True)
+                continue
+            if not member.isfile() or not parts:
+                counts["skipped"] += 1  # links and devices are not copied
+                continue
+            source = archive.extractfile(member)
+            data = source.read() if source else b""
+            os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+            try:
+                with open(target, "rb") as existing:
+                    if existing.read() == data:
+                        counts["unchanged"] += 1
+                        continue
+                counts["updated"] += 1
+            except FileNotFoundError:
+                counts["added"] += 1
+            fd, tmp_path = tempfile.mkstemp(prefix=".greenlight-", dir=os.path.dirname(target))
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.chmod(tmp_path, 0o644)
+            os.rename(tmp_path, target)
+    return counts
+
+
+def sqlite_snapshot(db_path: str, snapshot_path: str) -> None:
+    """Online, consistent copy with the sqlite3 backup API (safe while the app writes)."""
+    os.makedirs(os.path.dirname(snapshot_path), mode=0o750, exist_ok=True)
+    tmp_path = snapshot_path + ".partial"
+    source = sqlite3.connect("file:%s?mode=ro" % db_path, uri=True, timeout=30)
+    try:
+        target = sqlite3.connect(tmp_path)
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+    finally:
+        source.close()
+    os.chmod(tmp_path, 0o640)
+    os.rename(tmp_path, snapshot_path)
+
+
+def sqlite_restore(snapshot_path: str, db_path: str) -> None:
+    """Copy a snapshot back over the live database through SQLite's own locking."""
+    stat = os.stat(db_path)
+    source = sqlite3.connect("file:%s?mode=ro" % snapshot_path, uri=True)
+    try:
+        target = sqlite3.connect(db_path, timeout=30)
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+    finally:
+        source.close()
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        try:
+            os.chown(db_path + suffix, stat.st_uid, stat.st_gid)  # keep the app's ownership
+        except (FileNotFoundError, PermissionError):
+            pass
+
+
+# --------------------------------------------------------------------------------------------
+# The engine
+# --------------------------------------------------------------------------------------------
+def _label(container: dict[str, t.Any], key: str) -> t.Optional[str]:
+    return (container.get("Labels") or {}).get(key)
+
+
+def _name(container: dict[str, t.Any]) -> str:
+    names = container.get("Names") or [container.get("Name") or container.get("Id", "")[:12]]
+    return names[0].lstrip("/")
+
+
+def _running(container: dict[str, t.Any]) -> bool:
+    return container.get("State") == "running"
+
+
+def _tail(text: str, lines: int = 50) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+class Swap:
+    """One swap on one server. Use :func:`run_swap`."""
+
+    def __init__(self, opts: SwapOptions, docker: t.Optional[DockerClient] = None,
+                 log: t.Optional[t.Callable[[str], None]] = None) -> None:
+        self.opts = opts
+        self.docker = docker or DockerClient(opts.docker_socket)
+        self.log = log or (lambda message: None)
+        self.actor = current_actor(opts.actor)
+        self.phases: dict[str, float] = {}
+        self.phase = "plan"
+        self.lock: t.Optional[DeployLock] = None
+        self.result: dict[str, t.Any] = {"changed": False, "rolled_back": False, "health_attempts": 0,
+                                         "actor": self.actor}
+        self.env: list[str] = []
+        self.env_sha256: t.Optional[str] = None
+        self.new_container: t.Optional[str] = None
+        self.one_off: list[str] = []
+        self.snapshot: t.Optional[str] = None
+        self.pre_switch_started = False
+        self.switched = False
+        self.ever_switched = False
+        self._plan: t.Optional[dict[str, t.Any]] = None
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+    def _enter(self, phase: str) -> float:
+        self.phase = phase
+        self.log("phase %s" % phase)
+        if self.lock:
+            self.lock.update(phase=phase)
+        return time.monotonic()
+
+    def _leave(self, phase: str, started: float) -> None:
+        self.phases[phase] = round(self.phases.get(phase, 0.0) + time.monotonic() - started, 3)
+
+    # -- state ----------------------------------------------------------------------------------
+    def _read_env(self) -> None:
+        if not self.opts.env_file:
+            self.env, self.env_sha256 = [], None
+            return
+        try:
+            with open(self.opts.env_file, "rb") as handle:
+                raw = handle.read()
+        except OSError as exc:
+            raise SwapError("cannot read env_file %s: %s" % (self.opts.env_file, exc.strerror))
+        self.env_sha256 = hashlib.sha256(raw).hexdigest()
+        try:
+            self.env = parse_env_file(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise SwapError("env_file %s: %s" % (self.opts.env_file, exc))
+
+    def _containers(self) -> list[dict[str, t.Any]]:
+        return self.docker.list_containers(labels={LABEL_APP: self.opts.app_name})
+
+    def _hash(self, image_id: str, service: str, command: t.Any = None) -> str:
+        port = self.opts.container_port if service == SERVICE_WEB else None
+        return config_hash(image_id, service, command, port, self.opts.mounts, self.env_sha256,
+                           self.opts.restart_policy, self.opts.labels)
+
+    def _resolve_image(self, reference: str) -> dict[str, t.Any]:
+        try:
+            image = self.docker.inspect_image(reference)
+        except NotFound:
+            raise SwapError("image %s is not on this server; pull it first (e.g. community.docker.docker_image_pull "
+                            "or docker pull)" % reference)
+        digests = image.get("RepoDigests") or []
+        return {"id": image["Id"], "digest": digests[0] if digests else None, "repo_digests": digests}
+
+    def plan(self) -> dict[str, t.Any]:
+        """Read the server's state and decide what the swap has to do. Touches nothing."""
+        opts = self.opts
+        self._read_env()
+        containers = self._containers()
+        webs = [c for c in containers if _label(c, LABEL_SERVICE) == SERVICE_WEB]
+        upstream_port = read_upstream_port(opts.upstream_file)
+        at_port = sorted((c for c in webs if _label(c, LABEL_PORT) == str(upstream_port)),
+                         key=lambda c: (_running(c), c.get("Created", 0)), reverse=True)
+        pointed = at_port[0] if at_port else None
+        live = pointed if pointed and _running(pointed) else None
+        others = [c for c in webs if _running(c) and (live is None or c["Id"] != live["Id"])]
+
+        if opts.mode == "rollback":
+            candidates = sorted(webs, key=lambda c: c.get("Created", 0), reverse=True)
+            if opts.rollback_release:
+                targets = [c for c in candidates if _label(c, LABEL_RELEASE) == opts.rollback_release]
+                if not targets:
+                    kept = sorted({_label(c, LABEL_RELEASE) for c in webs} - {None})
+                    raise SwapError("no kept release %s of %s to roll back to; kept releases: %s"
+                                    % (opts.rollback_release, opts.app_name, ", ".join(kept) or "none"))
+            else:
+                live_release = _label(pointed, LABEL_RELEASE) if pointed else None
+                targets = [c for c in candidates if not _running(c) and _label(c, LABEL_RELEASE) != live_release]
+                if not targets:
+                    raise SwapError("no previous release of %s is kept on this server to roll back to"
+                                    % opts.app_name)
+            target = targets[0]
+            release = _label(target, LABEL_RELEASE)
+            image_ref = _label(target, LABEL_IMAGE) or target.get("ImageID")
+            image = self._resolve_image(target["ImageID"])
+        else:
+            image = self._resolve_image(opts.image)
+            image_ref = opts.image
+            release = opts.release or derive_release(opts.image, image["id"])
+
+        web_hash = self._hash(image["id"], SERVICE_WEB)
+        web_same = bool(live and _label(live, LABEL_RELEASE) == release and live.get("ImageID") == image["id"]
+                        and _label(live, LABEL_CONFIG_HASH) == web_hash)
+        services_plan = self._plan_services(containers, image["id"], release)
+        services_change = any(item["change"] for item in services_plan)
+        if opts.mode == "rollback":
+            action = "rollback"
+        elif live and live.get("ImageID") == image["id"] and (web_same or _label(live, LABEL_RELEASE) == release):
+            action = "config-change"
+        else:
+            action = "deploy"
+        live_port = upstream_port if live else None
+        pair = list(opts.host_ports)
+        new_port = pair[1] if live_port == pair[0] else pair[0]
+        return {
+            "action": action,
+            "release": release,
+            "image": image_ref,
+            "image_id": image["id"],
+            "image_digest": image["digest"],
+            "web_hash": web_hash,
+            "web_change": not web_same,
+            "services_plan": services_plan,
+            "services_change": services_change,
+            "changed": (not web_same) or services_change or bool(others),
+            "live": live,
+            "pointed": pointed,
+            "others": others,
+            "upstream_port": upstream_port,
+            "live_port": live_port,
+            "new_port": new_port,
+            "previous_release": _label(pointed, LABEL_RELEASE) if pointed else None,
+        }
+
+    def _plan_services(self, containers: list, image_id: str, release: str) -> list[dict[str, t.Any]]:
+        plan = []
+        wanted = set()
+        for spec in self.opts.services:
+            wanted.add(spec.name)
+            mine = [c for c in containers if _label(c, LABEL_SERVICE) == spec.name]
+            desired = self._hash(image_id, spec.name, spec.command)
+            current = [c for c in mine if _running(c) and _label(c, LABEL_CONFIG_HASH) == desired
+                       and _label(c, LABEL_RELEASE) == release and c.get("ImageID") == image_id]
+            plan.append({"name": spec.name, "spec": spec, "hash": desired, "existing": mine,
+                         "change": not (len(current) == 1 and len(mine) == 1)})
+        for container in containers:
+            service = _label(container, LABEL_SERVICE)
+            if service not in RESERVED_SERVICES and service not in wanted:
+                wanted.add(service)
+                mine = [c for c in containers if _label(c, LABEL_SERVICE) == service]
+                plan.append({"name": service, "spec": None, "hash": None, "existing": mine, "change": True})
+        return plan
+
+    def _predict(self, plan: dict[str, t.Any]) -> list[str]:
+        opts = self.opts
+        steps = []
+        if plan["others"]:
+            steps.append("stop leftover web container(s) of an interrupted run: %s"
+                         % ", ".join(_name(c) for c in plan["others"]))
+        if plan["web_change"]:
+            if opts.sqlite_path:
+                steps.append("snapshot %s into %s" % (opts.sqlite_path, opts.backups_dir))
+            for command in opts.pre_switch_commands:
+                steps.append("run pre-switch command: %s" % shlex.join(as_argv(command)))
+            if opts.static_source:
+                steps.append("copy %s from the image into %s" % (opts.static_source, opts.static_root))
+            steps.append("start %s-web-%s on 127.0.0.1:%d and wait for %s" % (opts.app_name, plan["release"],
+                                                                             plan["new_port"], opts.health_path))
+            steps.append("point %s at 127.0.0.1:%d and reload the proxy" % (opts.upstream_file, plan["new_port"]))
+            if plan["live"]:
+                steps.append("drain %ss, then stop %s (kept for rollback)" % (opts.drain_seconds, _name(plan["live"])))
+        for item in plan["services_plan"]:
+            if item["change"]:
+                steps.append("replace service %s" % item["name"] if item["spec"] else "remove service %s" % item["name"])
+        return steps
+
+    def _describe(self, plan: dict[str, t.Any], after: bool) -> dict[str, t.Any]:
+        if not after:
+            live = plan["pointed"]
+            if not live:
+                return {"release": None, "image": None, "image_id": None, "port": plan["upstream_port"],
+                        "container": None}
+            return {"release": _label(live, LABEL_RELEASE), "image": _label(live, LABEL_IMAGE),
+                    "image_id": live.get("ImageID"), "port": int(_label(live, LABEL_PORT) or 0) or None,
+                    "container": _name(live)}
+        if not plan["web_change"]:
+            return self._describe(plan, after=False)
+        return {"release": plan["release"], "image": plan["image"], "image_id": plan["image_id"],
+                "digest": plan["image_digest"], "port": plan["new_port"],
+                "container": self.result.get("container_name") or "%s-web-%s-(new)" % (self.opts.app_name,
+                                                                                        plan["release"])}
+
+    # -- containers -----------------------------------------------------------------------------
+    def _container_config(self, image_id: str, release: str, service: str, config_hash_value: t.Optional[str],
+                          command: t.Any = None, port: t.Optional[int] = None,
+                          restart: bool = True) -> dict[str, t.Any]:
+        labels = dict(self.opts.labels)
+        labels.update({LABEL_APP: self.opts.app_name, LABEL_RELEASE: release, LABEL_SERVICE: service,
+                       LABEL_IMAGE: self.result.get("image") or image_id})
+        if config_hash_value:
+            labels[LABEL_CONFIG_HASH] = config_hash_value
+        host_config: dict[str, t.Any] = {
+            "Binds": list(self.opts.mounts),
+            "RestartPolicy": {"Name": self.opts.restart_policy if restart else "no"},
+        }
+        config: dict[str, t.Any] = {"Image": image_id, "Env": list(self.env), "Labels": labels,
+                                    "HostConfig": host_config}
+        if command:
+            config["Cmd"] = as_argv(command)
+        if port is not None:
+            key = "%d/tcp" % self.opts.container_port
+            labels[LABEL_PORT] = str(port)
+            config["ExposedPorts"] = {key: {}}
+            host_config["PortBindings"] = {key: [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+        return config
+
+    def _container_name(self, service: str, release: str) -> str:
+        return "%s-%s-%s-%s" % (self.opts.app_name, service, release, secrets.token_hex(3))
+
+    def _remove_quietly(self, container_id: t.Optional[str]) -> None:
+        if not container_id:
+            return
+        try:
+            self.docker.remove_container(container_id, force=True)
+        except DockerError as exc:
+            self.log("could not remove %s: %s" % (container_id[:12], exc))
+
+    def _run_one_off(self, image_id: str, release: str, command: t.Any) -> str:
+        name = self._container_name("pre-switch", release)
+        config = self._container_config(image_id, release, "pre-switch", None, command=command, restart=False)
+        container_id = self.docker.create_container(name, config)
+        self.one_off.append(container_id)
+        argv = shlex.join(as_argv(command))
+        try:
+            self.docker.start_container(container_id)
+            try:
+                status = self.docker.wait_container(container_id, timeout=self.opts.pre_switch_timeout)
+            except DockerError as exc:
+                raise SwapError("pre-switch command `%s` did not finish within %ss (%s); output:\n%s"
+                                % (argv, self.opts.pre_switch_timeout, exc,
+                                   _tail(self.docker.container_logs(container_id, tail=50))))
+            output = self.docker.container_logs(container_id, tail=50)
+            if status != 0:
+                raise SwapError("pre-switch command `%s` exited %d; last output:\n%s" % (argv, status, _tail(output)))
+            return output
+        finally:
+            self._remove_quietly(container_id)
+            self.one_off.remove(container_id)
+
+    def _copy_static(self, image_id: str, release: str) -> dict[str, int]:
+        name = self._container_name("static", release)
+        config = self._container_config(image_id, release, "static", None, command=["true"], restart=False)
+        container_id = self.docker.create_container(name, config)  # created, never started
+        self.one_off.append(container_id)
+        try:
+            response, conn = self.docker.get_archive(container_id, self.opts.static_source)
+            try:
+                return extract_static(response, self.opts.static_source, self.opts.static_root)
+            finally:
+                conn.close()
+        finally:
+            self._remove_quietly(container_id)
+            self.one_off.remove(container_id)
+
+    def _health(self, container_id: str, port: int) -> dict[str, t.Any]:
+        opts = self.opts
+        url = "http://127.0.0.1:%d%s" % (port, opts.health_path)
+        deadline = time.monotonic() + opts.health_timeout
+        last = "no answer yet"
+        while True:
+            self.result["health_attempts"] += 1
+            try:
+                status, release = fetch_release(url, timeout=max(0.5, min(5.0, opts.health_timeout)))
+                if status in opts.health_statuses:
+                    return {"status": status, "release": release}
+                last = "HTTP %d" % status
+            except (OSError, http.client.HTTPException) as exc:
+                last = "%s: %s" % (type(exc).__name__, exc)
+            state = self.docker.inspect_container(container_id).get("State") or {}
+            if not state.get("Running"):
+                raise SwapError("the new container exited (code %s) before it became healthy; last log lines:\n%s"
+                                % (state.get("ExitCode"), _tail(self.docker.container_logs(container_id, 50))))
+            if (state.get("Health") or {}).get("Status") == "unhealthy":
+                raise SwapError("Docker reports the new container unhealthy; last log lines:\n%s"
+                                % _tail(self.docker.container_logs(container_id, 50)))
+            if time.monotonic() >= deadline:
+                raise SwapError("health check %s failed for %ss (%d attempts, last: %s); last log lines of the new "
+                                "container:\n%s" % (url, opts.health_timeout, self.result["health_attempts"], last,
+                                                    _tail(self.docker.container_logs(container_id, 50))))
+            time.sleep(opts.health_interval)
+
+    def _stop(self, container_id: str) -> None:
+        self.docker.stop_container(container_id, self.opts.stop_grace_seconds)
+
+    # -- phases ---------------------------------------------------------------------------------
+    def _cleanup(self, plan: dict[str, t.Any]) -> list[str]:
+        """Converge after an interrupted run (kill -9): remove one-off containers; stop web
+        containers that run but are not the one the upstream file names."""
+        cleaned = []
+        for container in self._containers():
+            if _label(container, LABEL_SERVICE) in ONE_OFF_SERVICES:
+                self._remove_quietly(container["Id"])
+                cleaned.append(_name(container))
+        others = plan["others"]
+        if not others:
+            return cleaned
+        interrupted = self.lock.previous if self.lock else None
+        maybe_serving = interrupted is None or interrupted.get("phase") in TRAFFIC_PHASES
+        if maybe_serving and plan["upstream_port"] is not None and plan["live"]:
+            # nginx may still route to a leftover (killed between rename and reload): make it read
+            # the file that names the live container, and let in-flight requests finish.
+            switch_upstream(self.opts.upstream_file, plan["upstream_port"], self.opts.proxy_test_command,
+                            self.opts.proxy_reload_command)
+            time.sleep(self.opts.drain_seconds)
+        for container in others:
+            if interrupted and container["Id"] == interrupted.get("old_container"):
+                self._stop(container["Id"])  # the previous live release: keep it for rollback
+            else:
+                if maybe_serving:
+                    self._stop(container["Id"])
+                self._remove_quietly(container["Id"])
+            cleaned.append(_name(container))
+        return cleaned
+
+    def _replace_services(self, plan: dict[str, t.Any], image_id: str, release: str) -> list[str]:
+        names = []
+        for item in plan["services_plan"]:
+            spec = item["spec"]
+            if spec is None:
+                for container in item["existing"]:
+                    self._stop(container["Id"])
+                    self._remove_quietly(container["Id"])
+                continue
+            if not item["change"]:
+                names.append(_name(item["existing"][0]))
+                continue
+            old = item["existing"]
+            if spec.singleton:
+                for container in old:  # never two of a singleton (e.g. a scheduler) at once
+                    self._stop(container["Id"])
+            name = self._container_name(spec.name, release)
+            config = self._container_config(image_id, release, spec.name, item["hash"], command=spec.command)
+            container_id = self.docker.create_container(name, config)
+            try:
+                self.docker.start_container(container_id)
+                time.sleep(0.5)
+                state = self.docker.inspect_container(container_id).get("State") or {}
+                if not state.get("Running"):
+                    raise SwapError("service %s exited right after start (code %s); last log lines:\n%s"
+                                    % (spec.name, state.get("ExitCode"),
+                                       _tail(self.docker.container_logs(container_id, 50))))
+            except BaseException:
+                self._remove_quietly(container_id)
+                if spec.singleton:
+                    for container in old:
+                        try:
+                            self.docker.start_container(container["Id"])
+                        except DockerError:
+                            pass
+                raise
+            for container in old:
+                if not spec.singleton:
+                    self._stop(container["Id"])
+                self._remove_quietly(container["Id"])
+            names.append(name)
+        return names
+
+    def _prune(self, live_id: t.Optional[str], live_release: t.Optional[str]) -> list[str]:
+        removed = []
+        webs = [c for c in self._containers() if _label(c, LABEL_SERVICE) == SERVICE_WEB
+                and c["Id"] != live_id and not _running(c)]
+        webs.sort(key=lambda c: c.get("Created", 0), reverse=True)
+        kept_releases: list[str] = []
+        for container in webs:
+            release = _label(container, LABEL_RELEASE)
+            if release != live_release and release not in kept_releases and \
+                    len(kept_releases) < self.opts.releases_to_keep:
+                kept_releases.append(release)
+                continue
+            self._remove_quietly(container["Id"])
+            removed.append(_name(container))
+        if self.opts.sqlite_path and os.path.isdir(self.opts.backups_dir):
+            prefix = "%s-" % self.opts.app_name
+            backups = sorted(f for f in os.listdir(self.opts.backups_dir)
+                             if f.startswith(prefix) and f.endswith(".sqlite3"))
+            for stale in backups[:max(0, len(backups) - self.opts.backups_to_keep)]:
+                os.unlink(os.path.join(self.opts.backups_dir, stale))
+                removed.append(stale)
+        return removed
+
+    # -- main -----------------------------------------------------------------------------------
+    def run(self) -> dict[str, t.Any]:
+        opts = self.opts
+        started = self._enter("plan")
+        try:
+            plan = self.plan()
+        except SwapError as exc:
+            self.result.update({"failed_phase": "plan", "error": str(exc), "phases": self.phases})
+            raise SwapError("%s on %s: plan failed: %s" % (opts.app_name, self.actor["host"], exc), self.result)
+        except DockerError as exc:
+            self.result.update({"failed_phase": "plan", "error": str(exc), "phases": self.phases})
+            raise SwapError("%s on %s: cannot read the server's state: %s" % (opts.app_name, self.actor["host"], exc),
+                            self.result)
+        self._leave("plan", started)
+        self._plan = plan
+        self._fill_result(plan)
+        self.result["diff"] = {"before": self._describe(plan, False), "after": self._describe(plan, True)}
+        if not plan["changed"]:
+            self.result["actions"] = []
+            self.result["phases"] = self.phases
+            return self.result
+        self.result["changed"] = True
+        self.result["actions"] = self._predict(plan)
+        if opts.check_mode:
+            self.result["phases"] = self.phases
+            return self.result
+
+        try:
+            self._locked_run(plan)
+        except BaseException as exc:
+            self._fail(exc)
+            raise SwapError(self.result["msg"], self.result) from (exc if isinstance(exc, Exception) else None)
+        return self.result
+
+    def _fill_result(self, plan: dict[str, t.Any]) -> None:
+        live = plan["live"]
+        self.result.update({
+            "action": plan["action"],
+            "release": plan["release"],
+            "previous_release": plan["previous_release"],
+            "image": plan["image"],
+            "image_id": plan["image_id"],
+            "image_digest": plan["image_digest"],
+            "live_port": plan["upstream_port"] if live else None,
+            "container_id": live["Id"] if live and not plan["web_change"] else None,
+            "container_name": _name(live) if live and not plan["web_change"] else None,
+            "services": [_name(c) for item in plan["services_plan"] for c in item["existing"]
+                         if not item["change"]],
+        })
+
+    def _locked_run(self, plan: dict[str, t.Any]) -> None:
+        opts = self.opts
+        started = self._enter("lock")
+        self.lock = DeployLock(opts.lock_file, dict(self.actor, app=opts.app_name, release=plan["release"],
+                                                    action=plan["action"], since=utc_now(), phase="lock"))
+        self.lock.acquire(opts.lock_timeout)
+        # Re-read the state under the lock: another deploy may have finished while we waited.
+        plan = self.plan()
+        self._plan = plan
+        self._fill_result(plan)
+        self.lock.update(old_container=plan["live"]["Id"] if plan["live"] else None,
+                         previous_release=plan["previous_release"])
+        self._leave("lock", started)
+        if self.lock.previous:
+            self.result["recovered_from"] = {k: self.lock.previous.get(k)
+                                             for k in ("pid", "user", "release", "phase", "since")}
+        if not plan["changed"]:
+            self.result.update({"changed": False, "actions": [], "phases": self.phases})
+            self.result["diff"] = {"before": self._describe(plan, False), "after": self._describe(plan, False)}
+            self.lock.release()
+            self.lock = None
+            return
+
+        started = self._enter("cleanup")
+        cleaned = self._cleanup(plan)
+        self._leave("cleanup", started)
+        if cleaned:
+            self.result["cleaned"] = cleaned
+            plan = self.plan()  # the leftovers are gone: decide again
+            self._plan = plan
+            self._fill_result(plan)
+        self.result["action"] = plan["action"]
+        live = plan["live"]
+
+        if plan["web_change"]:
+            self._swap_web(plan)
+        else:
+            self.result["container_id"] = live["Id"] if live else None
+            self.result["container_name"] = _name(live) if live else None
+            self.result["live_port"] = plan["live_port"]
+
+        started = self._enter("services")
+        self.result["services"] = self._replace_services(plan, plan["image_id"], plan["release"])
+        self._leave("services", started)
+
+        started = self._enter("prune")
+        self.result["pruned"] = self._prune(self.result.get("container_id"), plan["release"])
+        self._leave("prune", started)
+
+        started = self._enter("record")
+        self.result["diff"] = {"before": self._describe(plan, False), "after": self._describe(plan, True)}
+        self.result["phases"] = self.phases
+        self._leave("record", started)
+        self.result["phases"] = self.phases
+        append_jsonl(opts.releases_log, audit_record(self.result, opts.app_name, self.actor))
+        self.lock.release()
+        self.lock = None
+
+    def _swap_web(self, plan: dict[str, t.Any]) -> None:
+        opts = self.opts
+        image_id, release = plan["image_id"], plan["release"]
+        old = plan["live"]
+
+        if opts.sqlite_path:
+            started = self._enter("snapshot")
+            if os.path.exists(opts.sqlite_path):
+                stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+                self.snapshot = os.path.join(opts.backups_dir, "%s-%s-before-%s.sqlite3" % (opts.app_name, stamp,
+                                                                                             release))
+                sqlite_snapshot(opts.sqlite_path, self.snapshot)
+                self.result["snapshot"] = self.snapshot
+            self._leave("snapshot", started)
+
+        if opts.pre_switch_commands:
+            started = self._enter("pre_switch")
+            self.pre_switch_started = True
+            outputs = []
+            for command in opts.pre_switch_commands:
+                outputs.append(_tail(self._run_one_off(image_id, release, command), 20))
+            self.result["pre_switch_output"] = outputs
+            self._leave("pre_switch", started)
+
+        if opts.static_source:
+            started = self._enter("static")
+            self.result["static_files"] = self._copy_static(image_id, release)
+            self._leave("static", started)
+
+        started = self._enter("start")
+        port = plan["new_port"]
+        name = self._container_name(SERVICE_WEB, release)
+        config = self._container_config(image_id, release, SERVICE_WEB, plan["web_hash"], port=port)
+        self.new_container = self.docker.create_container(name, config)
+        self.lock.update(new_container=self.new_container)
+        self.result.update({"container_id": self.new_container, "container_name": name})
+        self.docker.start_container(self.new_container)
+        self._leave("start", started)
+
+        started = self._enter("health")
+        health = self._health(self.new_container, port)
+        self.result["health_release"] = health["release"]
+        self._leave("health", started)
+
+        started = self._enter("switch")
+        switch_upstream(opts.upstream_file, port, opts.proxy_test_command, opts.proxy_reload_command)
+        self.switched = True
+        self.ever_switched = True
+        self.result["live_port"] = port
+        if opts.proxy_verify_url:
+            try:
+                verify(opts.proxy_verify_url, health["release"], opts.health_statuses, opts.proxy_verify_timeout)
+            except ProxyError as exc:
+                self._switch_back(plan, exc)
+        self._leave("switch", started)
+
+        if old:
+            started = self._enter("drain")
+            time.sleep(opts.drain_seconds)
+            self._leave("drain", started)
+            started = self._enter("stop_old")
+            self._stop(old["Id"])
+            self._leave("stop_old", started)
+
+    def _switch_back(self, plan: dict[str, t.Any], error: Exception) -> None:
+        old = plan["live"]
+        if not old:
+            raise SwapError("%s; no previous release was live to switch back to, the new release stays in the "
+                            "upstream" % error)
+        state = self.docker.inspect_container(old["Id"]).get("State") or {}
+        if not state.get("Running"):
+            raise SwapError("%s; the previous container %s is not running, so the new release stays in the upstream"
+                            % (error, _name(old)))
+        switch_upstream(self.opts.upstream_file, plan["live_port"], self.opts.proxy_test_command,
+                        self.opts.proxy_reload_command)
+        self.switched = False
+        self.result["rolled_back"] = True
+        self.result["live_port"] = plan["live_port"]
+        raise SwapError("%s; switched the proxy back to the previous release" % error)
+
+    def _fail(self, exc: BaseException) -> None:
+        """Leave the server as it was (before the switch), write the audit line, build the message."""
+        opts = self.opts
+        phase = self.phase
+        plan = self._plan
+        previous = self.result.get("previous_release")
+        notes = []
+        if isinstance(exc, LockTimeout):
+            message = str(exc)
+        else:
+            message = "%s: %s" % (type(exc).__name__, exc) if not isinstance(exc, SwapError) else str(exc)
+        if not self.switched and not isinstance(exc, LockTimeout):
+            for container_id in list(self.one_off):
+                self._remove_quietly(container_id)
+            if self.new_container:
+                self._remove_quietly(self.new_container)
+                notes.append("removed the new container")
+                self.result["container_id"] = plan["live"]["Id"] if plan and plan["live"] else None
+                self.result["container_name"] = _name(plan["live"]) if plan and plan["live"] else None
+                self.result["live_port"] = plan["live_port"] if plan else None
+            if self.snapshot and self.pre_switch_started and opts.restore_on_failure and not self.ever_switched:
+                try:
+                    sqlite_restore(self.snapshot, opts.sqlite_path)
+                    notes.append("restored the database from %s" % self.snapshot)
+                    self.result["restored"] = True
+                except (OSError, sqlite3.Error) as restore_error:
+                    notes.append("COULD NOT restore the database from %s: %s" % (self.snapshot, restore_error))
+                    self.result["restored"] = False
+            if self.result.get("rolled_back"):
+                notes.append("the previous release %s is serving again" % previous)
+            elif previous and plan and plan["live"]:
+                notes.append("the previous release %s is still serving" % previous)
+            elif plan and not plan["live"]:
+                notes.append("no release was live")
+        elif self.switched:
+            notes.append("release %s is live on port %s" % (self.result.get("release"), self.result.get("live_port")))
+        self.result.update({"failed_phase": phase, "error": message, "changed": phase not in ("plan", "lock"),
+                            "phases": self.phases})
+        what = self.result.get("action") or "deploy"
+        self.result["msg"] = "%s of %s release %s failed in phase %s on %s: %s%s. %s" % (
+            what, opts.app_name, self.result.get("release"), phase, self.actor["host"], message.rstrip("."),
+            "" if not notes else "; " + "; ".join(notes),
+            "Fix the cause and re-run; every run is recorded in %s." % opts.releases_log)
+        try:
+            append_jsonl(opts.releases_log, audit_record(self.result, opts.app_name, self.actor))
+        except OSError as log_error:
+            self.result["msg"] += " (could not write %s: %s)" % (opts.releases_log, log_error)
+        if self.lock:
+            self.lock.release()
+            self.lock = None
+
+
+def run_swap(options: t.Union[dict, SwapOptions], docker: t.Optional[DockerClient] = None,
+             log: t.Optional[t.Callable[[str], None]] = None) -> dict[str, t.Any]:
+    """Run one swap. Returns the result dict; raises SwapError (with `.result`) on failure."""
+    try:
+        opts = options_from_dict(options)
+    except TypeError as exc:
+        raise OptionsError("invalid options: %s" % exc)
+    return Swap(opts, docker=docker, log=log).run()

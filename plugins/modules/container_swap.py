@@ -1,0 +1,463 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+
+# Copyright (c) 2026 greenlight.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: container_swap
+short_description: Put a Docker image live on a server with zero downtime
+version_added: 0.1.0
+description:
+  - Replaces the running release of a web application with a new image without dropping a request.
+  - "Phases: plan, lock, cleanup, snapshot, pre-switch commands, static copy, start the new container beside the
+    old one, health gate, atomic nginx upstream switch, drain, stop old, other services, prune, record."
+  - Every failure before the switch leaves the previous release serving exactly as before; the new container is
+    removed and the database snapshot optionally restored.
+  - Re-running an identical deploy (same image id, same configuration, same release id) changes nothing.
+  - Every run that changes something (or fails) appends one JSON line to O(releases_log).
+  - The image must already be on the server (pull it first, for example with M(community.docker.docker_image_pull)).
+    The module never handles registry credentials.
+  - Talks to the Docker Engine API over its unix socket with the Python standard library only;
+    the server needs python3 and Docker, nothing else.
+  - See C(docs/container_swap.md) in the collection for the full contract.
+author:
+  - greenlight.deploy contributors
+attributes:
+  check_mode:
+    support: full
+    details: Predicts the action and the steps without taking the lock or writing O(releases_log).
+  diff_mode:
+    support: full
+    details: Before and after of release, image, image id, digest, port and container name. Never env values.
+options:
+  app_name:
+    description:
+      - Name of the application; used in container names, labels and default paths.
+      - Must match C(^[a-z0-9][a-z0-9_-]*$).
+    type: str
+    required: true
+  image:
+    description:
+      - Image reference to deploy (C(name:tag), C(name@sha256:...), or an image id C(sha256:...)).
+      - Required when O(mode=deploy); not allowed with O(mode=rollback).
+    type: str
+  mode:
+    description:
+      - V(deploy) puts O(image) live.
+      - V(rollback) puts a kept (stopped) earlier release live again through the same health-gated switch.
+    type: str
+    choices: [deploy, rollback]
+    default: deploy
+  rollback_release:
+    description:
+      - Release id to roll back to with O(mode=rollback). Default is the most recent kept release other than the live one.
+    type: str
+  release:
+    description:
+      - Release id recorded in labels and the audit log.
+      - Default is the image tag; for C(latest), no tag or a digest, the first 12 hex digits of the digest or image id.
+      - A different release id of the same image counts as a change.
+    type: str
+  app_dir:
+    description:
+      - Directory of the app on the server; default C(/opt/<app_name>). Base of the default lock, log and backup paths.
+    type: path
+  env_file:
+    description:
+      - Env file passed to every container of the app, parsed like C(docker run --env-file).
+      - Only its sha256 goes into the config hash label; values are never returned or logged.
+    type: path
+  mounts:
+    description:
+      - Bind mounts or volumes C(host:container[:ro|rw]) for all containers of the app (web, services, pre-switch).
+    type: list
+    elements: str
+    default: []
+  container_port:
+    description:
+      - Port the app listens on inside the container.
+    type: int
+    default: 8000
+  host_ports:
+    description:
+      - The blue/green pair of host ports on 127.0.0.1; the new container takes the one the live container does not use.
+    type: list
+    elements: int
+    default: [8001, 8002]
+  health_path:
+    description:
+      - Path polled on the new container before the switch.
+    type: str
+    default: /health
+  health_timeout:
+    description:
+      - Seconds the new container has to answer O(health_path) with an accepted status.
+    type: float
+    default: 60
+  health_interval:
+    description:
+      - Seconds between health attempts.
+    type: float
+    default: 1
+  health_statuses:
+    description:
+      - HTTP statuses that count as healthy (also used to verify through the proxy).
+    type: list
+    elements: int
+    default: [200]
+  pre_switch_commands:
+    description:
+      - Commands run one after another in one-off containers of the new image (with O(env_file) and O(mounts))
+        before the new web container starts, for example V(python manage.py migrate --noinput).
+      - Each is an argv list or a string split like a shell would (no shell runs). A non-zero exit stops the deploy.
+    type: list
+    elements: raw
+    default: []
+  pre_switch_timeout:
+    description:
+      - Seconds each pre-switch command may run.
+    type: float
+    default: 600
+  static_source:
+    description:
+      - Directory inside the image (for example C(/app/static)) copied into O(static_root) before the switch.
+      - New and changed files are written, files of earlier releases are kept.
+    type: str
+  static_root:
+    description:
+      - Host directory served by nginx for static files. Default C(/var/www/<app_name>/static) when O(static_source) is set.
+    type: path
+  sqlite_path:
+    description:
+      - Host path of a SQLite database to snapshot (sqlite3 online backup API) into O(backups_dir) before the
+        pre-switch commands run. Skipped when the file does not exist yet.
+    type: path
+  restore_on_failure:
+    description:
+      - Restore the snapshot when the deploy fails after the pre-switch commands started and before the switch.
+      - Writes the live release made between the snapshot and the failure are lost.
+    type: bool
+    default: true
+  backups_dir:
+    description:
+      - Directory for database snapshots; default C(<app_dir>/backups).
+    type: path
+  backups_to_keep:
+    description:
+      - Number of snapshots kept; older ones are deleted after a successful deploy.
+    type: int
+    default: 5
+  upstream_file:
+    description:
+      - The nginx upstream include file; holds exactly one line C(server 127.0.0.1:<port>;).
+      - Default C(/etc/nginx/greenlight/<app_name>-upstream.conf). The port it names identifies the live container.
+    type: path
+  proxy_test_command:
+    description:
+      - Command run after the new upstream file is in place; on failure the old file is restored and the deploy fails.
+      - An argv list or a string. Empty to skip.
+    type: raw
+    default: nginx -t
+  proxy_reload_command:
+    description:
+      - Command that makes the proxy read the new upstream gracefully. An argv list or a string.
+    type: raw
+    default: nginx -s reload
+  proxy_verify_url:
+    description:
+      - Optional C(http://127.0.0.1:<port>/<path>) fetched through the proxy after the switch until it answers from the
+        new release (its C(X-Release) header or JSON C(release) equals what the new container reported directly).
+      - If it does not within O(proxy_verify_timeout), the proxy is switched back to the previous container.
+    type: str
+  proxy_verify_timeout:
+    description:
+      - Seconds to wait for O(proxy_verify_url) to answer from the new release.
+    type: float
+    default: 10
+  drain_seconds:
+    description:
+      - Seconds to wait after the switch before stopping the old container, so in-flight requests finish.
+    type: float
+    default: 5
+  stop_grace_seconds:
+    description:
+      - Seconds between SIGTERM and SIGKILL when stopping a container.
+    type: int
+    default: 10
+  releases_to_keep:
+    description:
+      - Number of earlier releases whose stopped web containers are kept for rollback; older ones are removed.
+    type: int
+    default: 3
+  lock_file:
+    description:
+      - File locked with flock(2) during the swap; default C(<app_dir>/deploy.lock). Holds the holder's details.
+      - The kernel frees the lock when the holder dies, so it cannot go stale.
+    type: path
+  lock_timeout:
+    description:
+      - Seconds to wait for another deploy of the same app to finish before failing with the holder's details.
+    type: float
+    default: 60
+  releases_log:
+    description:
+      - Audit log, one JSON line per changing or failed run; default C(<app_dir>/releases.jsonl).
+    type: path
+  services:
+    description:
+      - Other services run from the same image, replaced after the web container is live.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description:
+          - Service name (label C(greenlight.service)); must match C(^[a-z0-9][a-z0-9_-]*$), not C(web).
+        type: str
+        required: true
+      command:
+        description:
+          - Command of the service, an argv list or a string.
+        type: raw
+        required: true
+      singleton:
+        description:
+          - V(true) stops the old container before the new one starts (never two at once, for example a scheduler).
+          - V(false) starts the new one first, then stops the old one.
+        type: bool
+        default: false
+  labels:
+    description:
+      - Extra labels on every container. Keys starting with C(greenlight.) are reserved.
+    type: dict
+    default: {}
+  restart_policy:
+    description:
+      - Docker restart policy of the web and service containers.
+    type: str
+    choices: ['no', always, unless-stopped, on-failure]
+    default: unless-stopped
+  docker_socket:
+    description:
+      - Docker Engine API unix socket.
+    type: path
+    default: /var/run/docker.sock
+  actor:
+    description:
+      - Free text recorded as RV(actor.by) in the audit line, for example a CI job URL.
+    type: str
+notes:
+  - One call per server per deploy. Run it with C(serial) or C(throttle) across a fleet as you see fit.
+  - Does not pull images and never sees registry credentials.
+seealso:
+  - module: community.docker.docker_image_pull
+"""
+
+EXAMPLES = r"""
+- name: Deploy the to-do app
+  greenlight.deploy.container_swap:
+    app_name: todo
+    image: registry.greenlight.test:5000/greenlight/todo:v2
+    env_file: /opt/todo/todo.env
+    mounts:
+      - /opt/todo/data:/data
+    sqlite_path: /opt/todo/data/db.sqlite3
+    pre_switch_commands:
+      - python manage.py migrate --noinput
+    static_source: /app/static
+    proxy_verify_url: http://127.0.0.1/health
+    services:
+      - name: worker
+        command: python manage.py run_worker
+  register: __deploy
+
+- name: Roll back to the previous kept release
+  greenlight.deploy.container_swap:
+    app_name: todo
+    mode: rollback
+    env_file: /opt/todo/todo.env
+    mounts:
+      - /opt/todo/data:/data
+
+- name: Roll back to a named release
+  greenlight.deploy.container_swap:
+    app_name: todo
+    mode: rollback
+    rollback_release: v1
+    env_file: /opt/todo/todo.env
+    mounts:
+      - /opt/todo/data:/data
+"""
+
+RETURN = r"""
+action:
+  description: What the run did or would do.
+  returned: always
+  type: str
+  sample: deploy
+  choices: [deploy, rollback, config-change]
+release:
+  description: Release id that is (or would be) live.
+  returned: success
+  type: str
+  sample: v2
+previous_release:
+  description: Release that was live before this run, if any.
+  returned: success
+  type: str
+  sample: v1
+image:
+  description: Image reference deployed.
+  returned: success
+  type: str
+  sample: greenlight/todo:v2
+image_id:
+  description: Image id deployed.
+  returned: success
+  type: str
+  sample: sha256:b293bf28e22e...
+image_digest:
+  description: First repo digest of the image, if it has one.
+  returned: success
+  type: str
+  sample: registry.greenlight.test:5000/greenlight/todo@sha256:...
+live_port:
+  description: Host port on 127.0.0.1 that the proxy sends traffic to.
+  returned: success
+  type: int
+  sample: 8002
+container_id:
+  description: Id of the live web container.
+  returned: success
+  type: str
+container_name:
+  description: Name of the live web container (C(<app>-web-<release>-<random>)).
+  returned: success
+  type: str
+  sample: todo-web-v2-3fa9c1
+services:
+  description: Names of the service containers now running.
+  returned: success
+  type: list
+  elements: str
+phases:
+  description: Seconds spent in each phase that ran.
+  returned: always
+  type: dict
+  sample: {plan: 0.02, lock: 0.01, pre_switch: 2.1, start: 0.3, health: 1.6, switch: 0.1, drain: 5.0}
+health_attempts:
+  description: Number of health requests sent to the new container.
+  returned: always
+  type: int
+rolled_back:
+  description: True when the proxy was switched back to the previous container after a failed verification.
+  returned: always
+  type: bool
+failed_phase:
+  description: Phase that failed.
+  returned: failure
+  type: str
+  sample: health
+error:
+  description: The error of the failed phase.
+  returned: failure
+  type: str
+snapshot:
+  description: Path of the database snapshot taken by this run.
+  returned: when a snapshot was taken
+  type: str
+actions:
+  description: Steps the run takes (or would take in check mode).
+  returned: always
+  type: list
+  elements: str
+actor:
+  description: Who ran it (user, host, pid, and the O(actor) option as C(by)); recorded in the audit line.
+  returned: always
+  type: dict
+  sample: {user: deploy, host: web1, pid: 4242}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.greenlight.deploy.plugins.module_utils._swap import SwapError, run_swap
+
+
+def main() -> None:
+    argument_spec = dict(
+        app_name=dict(type="str", required=True),
+        image=dict(type="str"),
+        mode=dict(type="str", choices=["deploy", "rollback"], default="deploy"),
+        rollback_release=dict(type="str"),
+        release=dict(type="str"),
+        app_dir=dict(type="path"),
+        env_file=dict(type="path"),
+        mounts=dict(type="list", elements="str", default=[]),
+        container_port=dict(type="int", default=8000),
+        host_ports=dict(type="list", elements="int", default=[8001, 8002]),
+        health_path=dict(type="str", default="/health"),
+        health_timeout=dict(type="float", default=60),
+        health_interval=dict(type="float", default=1),
+        health_statuses=dict(type="list", elements="int", default=[200]),
+        pre_switch_commands=dict(type="list", elements="raw", default=[]),
+        pre_switch_timeout=dict(type="float", default=600),
+        static_source=dict(type="str"),
+        static_root=dict(type="path"),
+        sqlite_path=dict(type="path"),
+        restore_on_failure=dict(type="bool", default=True),
+        backups_dir=dict(type="path"),
+        backups_to_keep=dict(type="int", default=5),
+        upstream_file=dict(type="path"),
+        proxy_test_command=dict(type="raw", default="nginx -t"),
+        proxy_reload_command=dict(type="raw", default="nginx -s reload"),
+        proxy_verify_url=dict(type="str"),
+        proxy_verify_timeout=dict(type="float", default=10),
+        drain_seconds=dict(type="float", default=5),
+        stop_grace_seconds=dict(type="int", default=10),
+        releases_to_keep=dict(type="int", default=3),
+        lock_file=dict(type="path"),
+        lock_timeout=dict(type="float", default=60),
+        releases_log=dict(type="path"),
+        services=dict(
+            type="list",
+            elements="dict",
+            default=[],
+            options=dict(
+                name=dict(type="str", required=True),
+                command=dict(type="raw", required=True),
+                singleton=dict(type="bool", default=False),
+            ),
+        ),
+        labels=dict(type="dict", default={}),
+        restart_policy=dict(type="str", choices=["no", "always", "unless-stopped", "on-failure"],
+                            default="unless-stopped"),
+        docker_socket=dict(type="path", default="/var/run/docker.sock"),
+        actor=dict(type="str"),
+    )
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        required_if=[("mode", "deploy", ("image",))],
+        supports_check_mode=True,
+    )
+    options = dict(module.params)
+    options["check_mode"] = module.check_mode
+    try:
+        result = run_swap(options)
+    except SwapError as exc:
+        partial = dict(exc.result)
+        partial.pop("msg", None)
+        if not module._diff:
+            partial.pop("diff", None)
+        module.fail_json(msg=str(exc), **partial)
+    if not module._diff:
+        result.pop("diff", None)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
