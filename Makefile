@@ -1,0 +1,50 @@
+# greenlight.deploy — developer entry points. README.md documents `make demo` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+PYTEST_ARGS ?=
+
+.PHONY: help venv testbed test lint unit demo demo-down bench clean
+
+help:
+	@echo "make demo   - set up this machine and run the demo (server container + deploys)"
+	@echo "make test   - set up this machine and run every test (lint, unit, integration, molecule)"
+	@echo "make bench  - zero-downtime and timing benchmarks (writes docs/BENCHMARKS.md)"
+
+# Virtualenv with the pinned controller packages; rebuilt only when requirements change.
+$(VENV)/.installed: requirements.txt examples/django-app/requirements-test.txt
+	@bash testbed/host-preflight.sh
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip >/dev/null
+	@$(PY) -m pip install -q -r requirements.txt -r examples/django-app/requirements-test.txt
+	@mkdir -p .collections/ansible_collections/greenlight
+	@ln -sfn $(CURDIR) .collections/ansible_collections/greenlight/deploy
+	@touch $@
+
+venv: $(VENV)/.installed
+
+testbed: venv
+	@bash testbed/up.sh
+
+lint: venv
+	$(PY) -m pytest -q tests/lint $(PYTEST_ARGS)
+
+unit: venv
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+
+test: testbed
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: testbed
+	@bash testbed/demo.sh
+
+demo-down:
+	@docker rm -f greenlight-demo >/dev/null 2>&1 || true
+
+bench: testbed
+	$(PY) bench/run.py
+
+clean: demo-down
+	rm -rf $(VENV) .collections .pytest_cache

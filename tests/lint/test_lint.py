@@ -1,0 +1,47 @@
+"""Static checks: yamllint, ansible-lint (production profile), and the collection builds,
+installs and documents its plugins."""
+from __future__ import annotations
+
+import subprocess
+import tarfile
+
+from gltest import REPO, VENV_BIN, ansible_env
+
+
+def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=REPO, env=ansible_env(), capture_output=True, text=True, check=False, **kw)
+
+
+def test_yamllint_clean() -> None:
+    proc = _run([str(VENV_BIN / "yamllint"), "-s", "."])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ansible_lint_production_profile() -> None:
+    proc = _run([str(VENV_BIN / "ansible-lint"), "--profile", "production", "--offline", "-q", "--nocolor"])
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+
+
+def test_collection_builds_installs_and_lists_plugins(tmp_path) -> None:
+    build = _run([str(VENV_BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(tmp_path), "--force"])
+    assert build.returncode == 0, build.stdout + build.stderr
+    tarballs = list(tmp_path.glob("greenlight-deploy-*.tar.gz"))
+    assert len(tarballs) == 1
+    with tarfile.open(tarballs[0]) as tar:
+        names = tar.getnames()
+    # Nothing of the test bed's state (CA keys, registry password) or the virtualenv ships.
+    assert not [n for n in names if n.startswith((".testbed", ".venv", ".collections"))]
+    assert "MANIFEST.json" in names and "meta/runtime.yml" in names
+
+    dest = tmp_path / "installed"
+    install = _run([str(VENV_BIN / "ansible-galaxy"), "collection", "install", "--offline", "--no-deps",
+                    "-p", str(dest), str(tarballs[0])])
+    assert install.returncode == 0, install.stdout + install.stderr
+    env = ansible_env(ANSIBLE_COLLECTIONS_PATH=str(dest))
+    listing = subprocess.run([str(VENV_BIN / "ansible-doc"), "-l", "greenlight.deploy"], env=env,
+                             capture_output=True, text=True, check=False)
+    assert listing.returncode == 0, listing.stderr
+    plugins = sorted((REPO / "plugins" / "modules").glob("[!_]*.py"))
+    assert plugins, "the collection ships no modules"
+    for plugin in plugins:
+        assert f"greenlight.deploy.{plugin.stem}" in listing.stdout, listing.stdout
