@@ -295,8 +295,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-action:
-  description: What the run did or would do.
+swap_action:
+  description:
+    - What the run did or would do (called C(action) in the audit line; renamed here because Ansible reserves
+      C(action) in task results).
   returned: always
   type: str
   sample: deploy
@@ -451,11 +453,13 @@ def main() -> None:
     except SwapError as exc:
         partial = dict(exc.result)
         partial.pop("msg", None)
+        partial["swap_action"] = partial.pop("action", None)
         if not module._diff:
             partial.pop("diff", None)
         module.fail_json(msg=str(exc), **partial)
     if not module._diff:
         result.pop("diff", None)
+    result["swap_action"] = result.pop("action", None)
     module.exit_json(**result)
 
 

@@ -1,0 +1,385 @@
+"""Shared fixtures for integration tests against the real Docker engine and a private nginx.
+
+Everything listens on 127.0.0.1 only. Each test gets its own app name (prefix ``gltest``), its own
+nginx instance (prefix, config, pid and upstream include file in a tmp dir) and its own pair of
+free host ports; containers labelled ``greenlight.app=<app>`` are removed afterwards.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import typing as t
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+COLLECTIONS = REPO / ".collections"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+APP_IMAGE = os.environ.get("GREENLIGHT_TEST_IMAGE", "greenlight/todo")
+APP_UID = 10001
+
+
+def _ensure_collection_path() -> None:
+    link = COLLECTIONS / "ansible_collections" / "greenlight" / "deploy"
+    if not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(REPO)
+    if str(COLLECTIONS) not in sys.path:
+        sys.path.insert(0, str(COLLECTIONS))
+
+
+_ensure_collection_path()
+
+from ansible_collections.greenlight.deploy.plugins.module_utils import _docker_api  # noqa: E402
+
+
+def docker_client() -> _docker_api.DockerClient:
+    return _docker_api.DockerClient(_docker_api.socket_path_from_env())
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        docker_client().ping()
+    except Exception as exc:  # pragma: no cover - environment without docker
+        skip = pytest.mark.skip(reason="Docker engine not reachable: %s" % exc)
+        for item in items:
+            item.add_marker(skip)
+
+
+def free_ports(count: int) -> list[int]:
+    sockets, ports = [], []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sockets.append(sock)
+        ports.append(sock.getsockname()[1])
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def image(variant: str) -> str:
+    return "%s:%s" % (APP_IMAGE, variant)
+
+
+def require_images(*variants: str) -> None:
+    client = docker_client()
+    for variant in variants:
+        try:
+            client.inspect_image(image(variant))
+        except _docker_api.NotFound:
+            pytest.skip("image %s not built (testbed/build-app-images.sh)" % image(variant))
+
+
+# ----------------------------------------------------------------------------------------------
+# nginx
+# ----------------------------------------------------------------------------------------------
+NGINX_CONF = """
+worker_processes 2;
+user root;
+error_log {prefix}/error.log warn;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {prefix}/access.log;
+    client_body_temp_path {prefix}/tmp/body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+    upstream {app}_live {{
+        include {upstream};
+        keepalive 32;
+    }}
+    server {{
+        listen 127.0.0.1:{fallback_port};
+        location / {{ return 503 "no release deployed yet\\n"; }}
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location /static/ {{ alias {static_root}/; }}
+        location / {{
+            proxy_pass http://{app}_live;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+        }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """A private nginx instance: own prefix, config, pid file and upstream include."""
+
+    def __init__(self, base: Path, app: str) -> None:
+        self.prefix = base / "nginx"
+        (self.prefix / "tmp").mkdir(parents=True)
+        self.conf = self.prefix / "nginx.conf"
+        self.upstream_file = self.prefix / "upstream" / ("%s-upstream.conf" % app)
+        self.upstream_file.parent.mkdir()
+        self.static_root = base / "www" / "static"
+        self.static_root.mkdir(parents=True)
+        self.port, self.fallback_port = free_ports(2)
+        self.upstream_file.write_text("server 127.0.0.1:%d;\n" % self.fallback_port)
+        self.conf.write_text(NGINX_CONF.format(prefix=self.prefix, app=app.replace("-", "_"),
+                                               upstream=self.upstream_file, fallback_port=self.fallback_port,
+                                               port=self.port, static_root=self.static_root))
+        self.base_argv = [NGINX, "-p", str(self.prefix), "-c", str(self.conf)]
+        self.test_command = self.base_argv + ["-t", "-q"]
+        self.reload_command = self.base_argv + ["-s", "reload"]
+        self.url = "http://127.0.0.1:%d" % self.port
+
+    def start(self) -> None:
+        subprocess.run(self.base_argv, check=True, capture_output=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                status, _ = self.get("/")
+                if status:
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("nginx did not start: %s" % (self.prefix / "error.log").read_text())
+
+    def stop(self) -> None:
+        pid_file = self.prefix / "nginx.pid"
+        if pid_file.exists():
+            subprocess.run(self.base_argv + ["-s", "stop"], capture_output=True)
+            deadline = time.monotonic() + 5
+            while pid_file.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    def get(self, path: str = "/health", timeout: float = 5.0) -> tuple[int, t.Optional[str]]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            return response.status, response.getheader("X-Release")
+        finally:
+            conn.close()
+
+    def upstream_port(self) -> int:
+        return int(self.upstream_file.read_text().split(":")[1].split(";")[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# App environment on the "server" (a tmp dir standing in for /opt/<app>)
+# ----------------------------------------------------------------------------------------------
+class AppHost:
+    def __init__(self, base: Path, app: str, nginx: Nginx) -> None:
+        self.app = app
+        self.nginx = nginx
+        self.app_dir = base / "opt" / app
+        self.data_dir = self.app_dir / "data"
+        self.data_dir.mkdir(parents=True)
+        os.chown(self.data_dir, APP_UID, APP_UID)
+        os.chmod(self.data_dir, 0o750)
+        self.env_file = self.app_dir / ("%s.env" % app)
+        self.write_env()
+        self.db_path = self.data_dir / "db.sqlite3"
+        self.releases_log = self.app_dir / "releases.jsonl"
+        self.lock_file = self.app_dir / "deploy.lock"
+        self.backups_dir = self.app_dir / "backups"
+        self.host_ports = free_ports(2)
+
+    def write_env(self, **extra: str) -> None:
+        lines = {"DJANGO_SECRET_KEY": "test-" + secrets.token_hex(16), "DJANGO_ALLOWED_HOST": "127.0.0.1",
+                 "DJANGO_DEBUG_FALSE": "1", "DJANGO_DB_PATH": "/data/db.sqlite3"}
+        lines.update(extra)
+        self.env_file.write_text("".join("%s=%s\n" % item for item in lines.items()))
+        os.chmod(self.env_file, 0o600)
+
+    def options(self, **overrides: t.Any) -> dict[str, t.Any]:
+        options = {
+            "app_name": self.app,
+            "app_dir": str(self.app_dir),
+            "env_file": str(self.env_file),
+            "mounts": ["%s:/data" % self.data_dir],
+            "host_ports": list(self.host_ports),
+            "health_interval": 0.2,
+            "health_timeout": 30,
+            "pre_switch_commands": ["python manage.py migrate --noinput"],
+            "static_source": "/app/static",
+            "static_root": str(self.nginx.static_root),
+            "sqlite_path": str(self.db_path),
+            "upstream_file": str(self.nginx.upstream_file),
+            "proxy_test_command": self.nginx.test_command,
+            "proxy_reload_command": self.nginx.reload_command,
+            "proxy_verify_url": self.nginx.url + "/health",
+            "drain_seconds": 1,
+            "stop_grace_seconds": 3,
+            "lock_timeout": 30,
+        }
+        options.update(overrides)
+        return options
+
+    def audit_lines(self) -> list[dict[str, t.Any]]:
+        if not self.releases_log.exists():
+            return []
+        return [json.loads(line) for line in self.releases_log.read_text().splitlines() if line.strip()]
+
+    def containers(self, all: bool = True) -> list[dict[str, t.Any]]:
+        return docker_client().list_containers(labels={"greenlight.app": self.app}, all=all)
+
+    def running_web(self) -> list[dict[str, t.Any]]:
+        return [c for c in self.containers(all=False) if c["Labels"].get("greenlight.service") == "web"]
+
+
+@pytest.fixture
+def app_name() -> t.Iterator[str]:
+    name = "gltest-" + secrets.token_hex(3)
+    yield name
+    client = docker_client()
+    for container in client.list_containers(labels={"greenlight.app": name}):
+        client.remove_container(container["Id"], force=True)
+
+
+@pytest.fixture
+def nginx(tmp_path: Path, app_name: str) -> t.Iterator[Nginx]:
+    proxy = Nginx(tmp_path, app_name)
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def app_host(tmp_path: Path, app_name: str, nginx: Nginx) -> AppHost:
+    return AppHost(tmp_path, app_name, nginx)
+
+
+# ----------------------------------------------------------------------------------------------
+# Driving the module through ansible
+# ----------------------------------------------------------------------------------------------
+def run_module(options: dict[str, t.Any], check: bool = False, diff: bool = False) -> dict[str, t.Any]:
+    """`ansible localhost -m greenlight.deploy.container_swap -a <json>`; returns the task result."""
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+               ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
+               ANSIBLE_PYTHON_INTERPRETER=sys.executable)
+    argv = [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "greenlight.deploy.container_swap",
+            "-a", json.dumps(options)]
+    if check:
+        argv.append("--check")
+    if diff:
+        argv.append("--diff")
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    try:
+        output = json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError("ansible output is not JSON (rc %d):\n%s\n%s" % (proc.returncode, proc.stdout,
+                                                                              proc.stderr))
+    result = output["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    result["_rc"] = proc.returncode
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# Load generator
+# ----------------------------------------------------------------------------------------------
+class LoadGenerator:
+    """Threads sending GETs through nginx: half reuse one keep-alive connection, half open a new
+    connection per request. Records (time, status, X-Release, error) for every request.
+
+    Like every real HTTP client (RFC 9112 section 9.3.1), a request on a *reused* keep-alive
+    connection that the server closed before sending any byte is retried once on a new connection;
+    such retries are counted in `stale_retries`, never hidden as successes of a failed request.
+    """
+
+    def __init__(self, port: int, threads: int = 6, max_requests: int = 20000, max_seconds: float = 120,
+                 paths: tuple[str, ...] = ("/health", "/"), pause: float = 0.005) -> None:
+        self.port = port
+        self.threads = threads
+        self.max_requests = max_requests
+        self.max_seconds = max_seconds
+        self.paths = paths
+        self.pause = pause
+        self.results: list[tuple[float, int, t.Optional[str], t.Optional[str], str]] = []
+        self.stale_retries = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._workers: list[threading.Thread] = []
+
+    def _record(self, item: tuple) -> bool:
+        with self._lock:
+            self.results.append(item)
+            return len(self.results) < self.max_requests
+
+    def _worker(self, index: int) -> None:
+        keep_alive = index % 2 == 0
+        kind = "keep-alive" if keep_alive else "new-connection"
+        conn: t.Optional[http.client.HTTPConnection] = None
+        deadline = time.monotonic() + self.max_seconds
+        number = 0
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            path = self.paths[number % len(self.paths)]
+            number += 1
+            reused = conn is not None
+            for attempt in (1, 2):
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                try:
+                    conn.request("GET", path, headers={} if keep_alive else {"Connection": "close"})
+                    response = conn.getresponse()
+                    response.read()
+                    item = (time.monotonic(), response.status, response.getheader("X-Release"), None, kind)
+                    if not keep_alive or response.getheader("Connection", "").lower() == "close":
+                        conn.close()
+                        conn = None
+                    break
+                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+                    conn.close()
+                    conn = None
+                    if reused and attempt == 1:
+                        with self._lock:
+                            self.stale_retries += 1
+                        reused = False
+                        continue
+                    item = (time.monotonic(), 0, None, "%s: %s" % (type(exc).__name__, exc), kind)
+                    break
+                except (OSError, http.client.HTTPException) as exc:
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+                    item = (time.monotonic(), 0, None, "%s: %s" % (type(exc).__name__, exc), kind)
+                    break
+            if not self._record(item):
+                break
+            if self.pause:
+                time.sleep(self.pause)
+        if conn is not None:
+            conn.close()
+
+    def start(self) -> "LoadGenerator":
+        for index in range(self.threads):
+            worker = threading.Thread(target=self._worker, args=(index,), daemon=True)
+            worker.start()
+            self._workers.append(worker)
+        return self
+
+    def stop(self) -> "LoadGenerator":
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(timeout=30)
+        return self
+
+    @property
+    def failures(self) -> list[tuple]:
+        return [r for r in self.results if r[3] is not None or not 200 <= r[1] < 300]
+
+    def summary(self) -> dict[str, t.Any]:
+        releases: dict[str, int] = {}
+        for result in self.results:
+            releases[str(result[2])] = releases.get(str(result[2]), 0) + 1
+        return {"requests": len(self.results), "failed": len(self.failures), "stale_retries": self.stale_retries,
+                "by_release": releases, "errors": sorted({str(r[3] or r[1]) for r in self.failures})[:10]}
