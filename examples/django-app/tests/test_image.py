@@ -49,7 +49,7 @@ def _docker_usable():
 
 
 _skip_reason = _docker_usable()
-pytestmark = pytest.mark.skipif(_skip_reason is not None, reason=_skip_reason or "")
+pytestmark = [pytest.mark.docker, pytest.mark.skipif(_skip_reason is not None, reason=_skip_reason or "")]
 
 
 def need(variant):
