@@ -164,6 +164,11 @@ def parse_image_reference(reference: str) -> dict[str, t.Optional[str]]:
     if IMAGE_ID_RE.match(reference):
         return {"name": None, "tag": None, "digest": None, "id": reference}
     match = IMAGE_REFERENCE_RE.match(reference)
+    if match:
+        # Like docker: the first part is a registry only when it looks like one; otherwise lowercase.
+        first, _sep, rest = match.group("name").partition("/")
+        if rest and not ("." in first or ":" in first or first == "localhost") and first.lower() != first:
+            match = None
     if not match or len(reference) > 512:
         raise ValueError("image %r is not a valid image reference (expected name[:tag][@sha256:digest])" % reference)
     return {"name": match.group("name"), "tag": match.group("tag"), "digest": match.group("digest"), "id": None}
