@@ -42,6 +42,7 @@ demo: testbed
 
 demo-down:
 	@docker rm -f greenlight-demo >/dev/null 2>&1 || true
+	@docker volume rm greenlight-demo-docker >/dev/null 2>&1 || true
 
 bench: testbed
 	$(PY) bench/run.py
