@@ -383,3 +383,55 @@ class LoadGenerator:
             releases[str(result[2])] = releases.get(str(result[2]), 0) + 1
         return {"requests": len(self.results), "failed": len(self.failures), "stale_retries": self.stale_retries,
                 "by_release": releases, "errors": sorted({str(r[3] or r[1]) for r in self.failures})[:10]}
+
+
+# ----------------------------------------------------------------------------------------------
+# The engine in a separate process (to kill it, or to run two deploys at once)
+# ----------------------------------------------------------------------------------------------
+ENGINE_DRIVER = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from ansible_collections.greenlight.deploy.plugins.module_utils._swap import SwapError, run_swap
+try:
+    result = run_swap(json.loads(sys.argv[2]))
+except SwapError as exc:
+    print(json.dumps(dict(exc.result, msg=str(exc)), default=str))
+    sys.exit(1)
+print(json.dumps(result, default=str))
+"""
+
+
+def start_engine_process(options: dict[str, t.Any]) -> subprocess.Popen:
+    """Run run_swap(options) in a child python; stdout is the JSON result (exit 1 on SwapError)."""
+    return subprocess.Popen([sys.executable, "-c", ENGINE_DRIVER, str(COLLECTIONS), json.dumps(options)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def lock_holder(path: Path) -> t.Optional[dict[str, t.Any]]:
+    try:
+        return json.loads(path.read_text() or "null")
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def lock_is_free(path: Path) -> bool:
+    import fcntl
+
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return True
+
+
+def wait_for_phase(path: Path, phase: str, timeout: float = 90, pid: t.Optional[int] = None) -> dict[str, t.Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        holder = lock_holder(path)
+        if holder and holder.get("phase") == phase and not holder.get("released") and \
+                (pid is None or holder.get("pid") == pid):
+            return holder
+        time.sleep(0.05)
+    raise AssertionError("lock file never showed phase %s (last: %s)" % (phase, lock_holder(path)))
