@@ -34,7 +34,7 @@ def test_collection_builds_installs_and_lists_plugins(tmp_path) -> None:
     assert "MANIFEST.json" in names and "meta/runtime.yml" in names
 
     dest = tmp_path / "installed"
-    install = _run([str(VENV_BIN / "ansible-galaxy"), "collection", "install", "--offline", "--no-deps",
+    install = _run([str(VENV_BIN / "ansible-galaxy"), "collection", "install", "--offline", "--no-deps", "--force",
                     "-p", str(dest), str(tarballs[0])])
     assert install.returncode == 0, install.stdout + install.stderr
     env = ansible_env(ANSIBLE_COLLECTIONS_PATH=str(dest))
