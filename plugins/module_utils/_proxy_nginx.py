@@ -166,19 +166,28 @@ def fetch_release(url: str, timeout: float = 5.0) -> tuple[int, str | None]:
 
 
 def verify(url: str, expected_release: str | None, accepted_statuses: t.Sequence[int], timeout: float,
-           interval: float = 0.2) -> dict[str, t.Any]:
-    """Poll `url` through the proxy until it answers an accepted status (from `expected_release`)."""
+           interval: float = 0.1, consecutive: int = 3) -> dict[str, t.Any]:
+    """Poll `url` through the proxy until it answers an accepted status (from `expected_release`)
+    `consecutive` times in a row: right after a reload some connections may still reach workers
+    that have the old upstream, so one good answer proves little."""
     deadline = time.monotonic() + timeout
     attempts = 0
+    good = 0
     last = "no answer"
     while True:
         attempts += 1
         try:
             status, release = fetch_release(url, timeout=min(5.0, max(0.5, timeout)))
             if status in accepted_statuses and (expected_release is None or release == expected_release):
-                return {"attempts": attempts, "status": status, "release": release}
+                good += 1
+                if good >= consecutive:
+                    return {"attempts": attempts, "status": status, "release": release}
+                time.sleep(interval)
+                continue
+            good = 0
             last = "HTTP %d from release %s" % (status, release)
         except (OSError, http.client.HTTPException) as exc:
+            good = 0
             last = "%s: %s" % (type(exc).__name__, exc)
         if time.monotonic() >= deadline:
             raise ProxyError("verify through the proxy at %s failed after %d attempts: last answer %s, expected "

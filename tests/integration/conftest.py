@@ -170,6 +170,16 @@ class Nginx:
         finally:
             conn.close()
 
+    def wait_release(self, release: str, consecutive: int = 10, timeout: float = 15) -> None:
+        """Wait until every nginx worker routes to `release` (reloads settle asynchronously)."""
+        deadline = time.monotonic() + timeout
+        good = 0
+        while good < consecutive:
+            if time.monotonic() > deadline:
+                raise AssertionError("nginx did not settle on release %s" % release)
+            good = good + 1 if self.get("/health") == (200, release) else 0
+            time.sleep(0.02)
+
     def upstream_port(self) -> int:
         return int(self.upstream_file.read_text().split(":")[1].split(";")[0])
 
