@@ -239,7 +239,7 @@ def options_from_dict(values: t.Union[dict, SwapOptions]) -> SwapOptions:
             if extra:
                 raise OptionsError("services: unknown key(s) %s in %r" % (", ".join(extra), item))
             services.append(ServiceSpec(name=item.get("name"), command=item.get("command"),
-                                        singleton=bool(item.get("singleton") or False)))
+                                        singleton=bool(item.get("singleton"))))
         else:
             raise OptionsError("services: each entry must be a dict with name, command, singleton")
     clean["services"] = services
@@ -786,8 +786,8 @@ class Swap:
                 steps.append("run pre-switch command: %s" % shlex.join(as_argv(command)))
             if opts.static_source:
                 steps.append("copy %s from the image into %s" % (opts.static_source, opts.static_root))
-            steps.append("start %s-web-%s on 127.0.0.1:%d and wait for %s" % (opts.app_name, plan["release"],
-                                                                             plan["new_port"], opts.health_path))
+            steps.append("start %s-web-%s on 127.0.0.1:%d and wait for %s"
+                         % (opts.app_name, plan["release"], plan["new_port"], opts.health_path))
             steps.append("point %s at 127.0.0.1:%d and reload the proxy" % (opts.upstream_file, plan["new_port"]))
             if plan["live"]:
                 steps.append("drain %ss, then stop %s (kept for rollback)" % (opts.drain_seconds, _name(plan["live"])))
@@ -809,8 +809,8 @@ class Swap:
             return self._describe(plan, after=False)
         return {"release": plan["release"], "image": plan["image"], "image_id": plan["image_id"],
                 "digest": plan["image_digest"], "port": plan["new_port"],
-                "container": self.result.get("container_name") or "%s-web-%s-(new)" % (self.opts.app_name,
-                                                                                        plan["release"])}
+                "container": (self.result.get("container_name")
+                              or "%s-web-%s-(new)" % (self.opts.app_name, plan["release"]))}
 
     # -- containers -----------------------------------------------------------------------------
     def _container_config(self, image_id: str, release: str, service: str, config_hash_value: t.Optional[str],
@@ -1127,8 +1127,8 @@ class Swap:
             started = self._enter("snapshot")
             if os.path.exists(opts.sqlite_path):
                 stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-                self.snapshot = os.path.join(opts.backups_dir, "%s-%s-before-%s.sqlite3" % (opts.app_name, stamp,
-                                                                                             release))
+                snapshot_name = "%s-%s-before-%s.sqlite3" % (opts.app_name, stamp, release)
+                self.snapshot = os.path.join(opts.backups_dir, snapshot_name)
                 sqlite_snapshot(opts.sqlite_path, self.snapshot)
                 self.result["snapshot"] = self.snapshot
             self._leave("snapshot", started)

@@ -26,12 +26,14 @@ description:
     the server needs python3 and Docker, nothing else.
   - See C(docs/container_swap.md) in the collection for the full contract.
 author:
-  - greenlight.deploy contributors
+  - greenlight.deploy contributors (@greenlight)
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Predicts the action and the steps without taking the lock or writing O(releases_log).
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Before and after of release, image, image id, digest, port and container name. Never env values.
 options:
@@ -249,7 +251,7 @@ options:
     default: /var/run/docker.sock
   actor:
     description:
-      - Free text recorded as RV(actor.by) in the audit line, for example a CI job URL.
+      - Free text recorded as C(actor.by) in the audit line, for example a CI job URL.
     type: str
 notes:
   - One call per server per deploy. Run it with C(serial) or C(throttle) across a fleet as you see fit.

@@ -58,7 +58,7 @@ def pytest_collection_modifyitems(config, items):
 
 def free_ports(count: int) -> list[int]:
     sockets, ports = [], []
-    for _ in range(count):
+    for _number in range(count):
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         sockets.append(sock)
@@ -145,8 +145,7 @@ class Nginx:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                status, _ = self.get("/")
-                if status:
+                if self.get("/")[0]:
                     return
             except OSError:
                 time.sleep(0.05)
@@ -155,7 +154,7 @@ class Nginx:
     def stop(self) -> None:
         pid_file = self.prefix / "nginx.pid"
         if pid_file.exists():
-            subprocess.run(self.base_argv + ["-s", "stop"], capture_output=True)
+            subprocess.run(self.base_argv + ["-s", "stop"], capture_output=True, check=False)
             deadline = time.monotonic() + 5
             while pid_file.exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -283,7 +282,7 @@ def run_module(options: dict[str, t.Any], check: bool = False, diff: bool = Fals
         argv.append("--check")
     if diff:
         argv.append("--diff")
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
     try:
         output = json.loads(proc.stdout)
     except ValueError:

@@ -37,7 +37,7 @@ def test_two_deploys_at_once(app_host, nginx):
         with pytest.raises(SwapError) as caught:
             run_swap(app_host.options(image=image("v2"), release="v2-other", lock_timeout=1))
         waited = time.monotonic() - started
-        output, _ = first.communicate(timeout=120)
+        output = first.communicate(timeout=120)[0]
     finally:
         if first.poll() is None:
             first.kill()

@@ -157,8 +157,8 @@ def test_config_hash_is_stable_and_sensitive():
     assert _hash() == _hash()
     assert _hash() == "%s" % _hash(labels={"b": "2", "a": "1"})  # label order does not matter
     assert len(_hash()) == 16
-    assert _hash(command="python -c 'print(1)'", service="w") == _hash(command=["python", "-c", "print(1)"],
-                                                                        service="w")
+    as_string = _hash(command="python -c 'print(1)'", service="w")
+    assert as_string == _hash(command=["python", "-c", "print(1)"], service="w")
     for change in (dict(image_id="sha256:" + "cd" * 32), dict(env_sha256="f" * 64), dict(mounts=["/d:/data:ro"]),
                    dict(container_port=8080), dict(restart_policy="always"), dict(labels={}), dict(service="w")):
         assert _hash(**change) != _hash(), change
