@@ -1016,13 +1016,18 @@ class Swap:
         started = self._enter("plan")
         try:
             plan = self.plan()
-        except SwapError as exc:
-            self.result.update({"failed_phase": "plan", "error": str(exc), "phases": self.phases})
-            raise SwapError("%s on %s: plan failed: %s" % (opts.app_name, self.actor["host"], exc), self.result)
-        except DockerError as exc:
-            self.result.update({"failed_phase": "plan", "error": str(exc), "phases": self.phases})
-            raise SwapError("%s on %s: cannot read the server's state: %s" % (opts.app_name, self.actor["host"], exc),
-                            self.result)
+        except (SwapError, DockerError) as exc:
+            self.result.update({"failed_phase": "plan", "error": str(exc), "phases": self.phases,
+                                "action": "rollback" if opts.mode == "rollback" else "deploy",
+                                "release": opts.release or opts.rollback_release, "image": opts.image})
+            message = "%s of %s failed in phase plan on %s (nothing was changed): %s" % (
+                self.result["action"], opts.app_name, self.actor["host"], exc)
+            if not opts.check_mode:
+                try:
+                    append_jsonl(opts.releases_log, audit_record(self.result, opts.app_name, self.actor))
+                except OSError as log_error:
+                    message += " (could not write %s: %s)" % (opts.releases_log, log_error)
+            raise SwapError(message, self.result)
         self._leave("plan", started)
         self._plan = plan
         self._fill_result(plan)

@@ -11,6 +11,8 @@ from conftest import LoadGenerator, image, require_images, run_module
 
 from ansible_collections.greenlight.deploy.plugins.module_utils._swap import SwapError, run_swap
 
+pytestmark = pytest.mark.docker
+
 
 def add_row(db_path, name: str) -> None:
     """Write a row the way the app would (the app's own table)."""
@@ -159,3 +161,23 @@ def _lock_held(path) -> bool:
             return True
         fcntl.flock(handle, fcntl.LOCK_UN)
     return False
+
+
+def test_module_failure_reports_message_and_partial_result(app_host, nginx):
+    """The module's one fail_json path: a useful message, rc != 0, the partial result, the audit line."""
+    require_images("v1", "bad-health")
+    first = run_module(app_host.options(image=image("v1")))
+    assert first["_rc"] == 0, first.get("msg")
+    failed = run_module(app_host.options(image=image("bad-health"), health_timeout=3), diff=True)
+    assert failed["_rc"] != 0 and failed["failed"] is True
+    assert failed["failed_phase"] == "health" and failed["swap_action"] == "deploy"
+    assert "the previous release v1 is still serving" in failed["msg"]
+    assert failed["previous_release"] == "v1" and failed["container_id"] == first["container_id"]
+    assert nginx.get("/health") == (200, "v1")
+    assert app_host.audit_lines()[-1]["failed_phase"] == "health"
+    missing = run_module(app_host.options(image="greenlight/todo:does-not-exist"))
+    assert missing["_rc"] != 0 and missing["failed_phase"] == "plan"
+    assert "pull it first" in missing["msg"] and "nothing was changed" in missing["msg"]
+    assert app_host.audit_lines()[-1]["failed_phase"] == "plan"
+    invalid = run_module(app_host.options(image="Not A Reference"))
+    assert invalid["_rc"] != 0 and "not a valid image reference" in invalid["msg"]

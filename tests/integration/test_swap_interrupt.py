@@ -24,6 +24,8 @@ from ansible_collections.greenlight.deploy.plugins.module_utils._swap import Loc
 
 SLOW_COMMAND = ["python", "-c", "import time; time.sleep(3)"]
 
+pytestmark = pytest.mark.docker
+
 
 def test_two_deploys_at_once(app_host, nginx):
     """Test 6: one proceeds, the other fails within the lock timeout naming the holder."""

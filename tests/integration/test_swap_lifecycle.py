@@ -6,11 +6,15 @@ import json
 import subprocess
 import time
 
+import pytest
+
 from conftest import LoadGenerator, image, require_images
 
 from ansible_collections.greenlight.deploy.plugins.module_utils._swap import run_swap
 
 from test_swap_basic import add_row, list_names
+
+pytestmark = pytest.mark.docker
 
 
 def test_rollback_to_previous_release_under_load(app_host, nginx):

@@ -437,13 +437,16 @@ def test_missing_image_fails_in_plan(tmp_path):
     with pytest.raises(SwapError, match="not on this server; pull it first") as caught:
         _swap.Swap(options_from_dict(_opts(tmp_path)), docker=FakeDocker()).run()
     assert caught.value.result["failed_phase"] == "plan"
+    line = json.loads((tmp_path / "app" / "releases.jsonl").read_text())
+    assert line["failed_phase"] == "plan" and line["result"] == "failed"
 
 
 def test_rollback_without_kept_release(tmp_path):
     values = _opts(tmp_path, mode="rollback", image=None)
     docker = FakeDocker([_web(_opts(tmp_path), "v1", 8001)], {IMAGE_ID: {"Id": IMAGE_ID, "RepoDigests": []}})
     with pytest.raises(SwapError, match="no previous release"):
-        _swap.Swap(options_from_dict(values), docker=docker).run()
+        _swap.Swap(options_from_dict(dict(values, check_mode=True)), docker=docker).run()
+    assert not (tmp_path / "app").exists()  # check mode writes no audit line, even on failure
 
 
 def test_rollback_picks_newest_kept_release(tmp_path):
