@@ -752,7 +752,16 @@ class Swap:
             "live_port": live_port,
             "new_port": new_port,
             "previous_release": _label(pointed, LABEL_RELEASE) if pointed else None,
+            "previous_digest": self._digest_of(pointed.get("ImageID")) if pointed else None,
         }
+
+    def _digest_of(self, image_id: t.Optional[str]) -> t.Optional[str]:
+        if not image_id:
+            return None
+        try:
+            return self._resolve_image(image_id)["digest"]
+        except SwapError:
+            return None  # the old image may have been removed; the digest is only informative
 
     def _plan_services(self, containers: list, image_id: str, release: str) -> list[dict[str, t.Any]]:
         plan = []
@@ -800,11 +809,11 @@ class Swap:
         if not after:
             live = plan["pointed"]
             if not live:
-                return {"release": None, "image": None, "image_id": None, "port": plan["upstream_port"],
-                        "container": None}
+                return {"release": None, "image": None, "image_id": None, "digest": None,
+                        "port": plan["upstream_port"], "container": None}
             return {"release": _label(live, LABEL_RELEASE), "image": _label(live, LABEL_IMAGE),
-                    "image_id": live.get("ImageID"), "port": int(_label(live, LABEL_PORT) or 0) or None,
-                    "container": _name(live)}
+                    "image_id": live.get("ImageID"), "digest": plan["previous_digest"],
+                    "port": int(_label(live, LABEL_PORT) or 0) or None, "container": _name(live)}
         if not plan["web_change"]:
             return self._describe(plan, after=False)
         return {"release": plan["release"], "image": plan["image"], "image_id": plan["image_id"],

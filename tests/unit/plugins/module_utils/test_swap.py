@@ -412,9 +412,12 @@ def test_check_mode_predicts_without_touching(tmp_path):
     values = _opts(tmp_path, image="greenlight/todo:v2", check_mode=True,
                    pre_switch_commands=["python manage.py migrate --noinput"], sqlite_path="/srv/db.sqlite3")
     images = {"greenlight/todo:v2": {"Id": "sha256:" + "22" * 32, "RepoDigests": ["r/todo@sha256:" + "3" * 64]}}
+    images[IMAGE_ID] = {"Id": IMAGE_ID, "RepoDigests": ["r/todo@sha256:" + "1" * 64]}
     docker = FakeDocker([_web(values, "v1", 8001)], images)
     result = _swap.Swap(options_from_dict(values), docker=docker).run()
     assert result["changed"] is True and result["action"] == "deploy"
+    assert result["diff"]["before"]["digest"] == "r/todo@sha256:" + "1" * 64
+    assert set(result["diff"]["before"]) == set(result["diff"]["after"])
     assert result["diff"]["before"]["release"] == "v1" and result["diff"]["after"]["release"] == "v2"
     assert result["diff"]["after"]["port"] == 8002
     assert result["diff"]["after"]["digest"] == "r/todo@sha256:" + "3" * 64
