@@ -1,0 +1,171 @@
+"""The registry token never shows: not in ansible-playbook output at -vvvv --diff, not in any
+process's command line on the server or on the controller while the role runs, and a wrong token
+fails with a message that names registry and user and keeps the stored credentials.
+
+The test registry's password is random per machine (.testbed/registry-password): it is the canary.
+Control tests prove the samplers and the grep do see what they look for.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import pathlib
+import secrets
+import subprocess
+import threading
+import time
+
+import pytest
+
+SCENARIO = pathlib.Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
+PROJECT = pathlib.Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+INSTANCE = "gl-registry-login"
+CONFIG = "/home/deploy/.docker/config.json"
+
+
+def password() -> str:
+    return (PROJECT / ".testbed" / "registry-password").read_text().strip()
+
+
+def forbidden() -> list[str]:
+    """The token in the forms it could leak: plain, and as docker's base64 user:token."""
+    token = password()
+    return [token, base64.b64encode(f"greenlight:{token}".encode()).decode()]
+
+
+def converge(tmp_path: pathlib.Path, *args: str, **extra_vars: str) -> subprocess.Popen[str]:
+    """Start the converge; extra vars go through a file, never argv."""
+    argv = ["ansible-playbook", str(SCENARIO / "converge.yml"), "-i", INVENTORY, *args]
+    if extra_vars:
+        vars_file = tmp_path / f"vars-{secrets.token_hex(4)}.json"
+        vars_file.write_text(json.dumps(extra_vars))
+        argv += ["-e", f"@{vars_file}"]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=300)
+    return proc.returncode, out
+
+
+def config_digest(host) -> str:
+    return hashlib.sha256(host.file(CONFIG).content_string.encode()).hexdigest()
+
+
+class CmdlineSampler:
+    """Collects every process command line, inside the server container (one long-lived
+    `docker exec` loop, ~every 20 ms) and on this machine (reading /proc, ~every 10 ms)."""
+
+    def __init__(self) -> None:
+        self.container: list[str] = []
+        self.controller: list[str] = []
+        self._stop = threading.Event()
+        self._exec = subprocess.Popen(
+            ["docker", "exec", INSTANCE, "sh", "-c",
+             'while :; do cat /proc/[0-9]*/cmdline 2>/dev/null | tr "\\0" " "; echo; sleep 0.02; done'],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, errors="replace",
+        )
+        self._threads = [threading.Thread(target=self._read_container, daemon=True),
+                         threading.Thread(target=self._read_controller, daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    def _read_container(self) -> None:
+        assert self._exec.stdout is not None
+        for line in self._exec.stdout:
+            self.container.append(line)
+
+    def _read_controller(self) -> None:
+        while not self._stop.is_set():
+            sample = []
+            for pid in os.listdir("/proc"):
+                if pid.isdigit():
+                    try:
+                        sample.append(pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" "))
+                    except OSError:
+                        pass
+            self.controller.append(b"\n".join(sample).decode(errors="replace"))
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._exec.terminate()
+        self._exec.wait(timeout=10)
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    def saw(self, needle: str) -> bool:
+        return any(needle in s for s in self.container) or any(needle in s for s in self.controller)
+
+
+def test_control_sampler_sees_command_lines(host) -> None:
+    """If this fails, the /proc test below proves nothing."""
+    marker_inside, marker_outside = f"CONTROL-{secrets.token_hex(8)}", f"CONTROL-{secrets.token_hex(8)}"
+    sampler = CmdlineSampler()
+    try:
+        time.sleep(0.3)
+        host.run(f"sh -c 'sleep 0.5' {marker_inside}")
+        outside = subprocess.Popen(["sh", "-c", "sleep 0.5", marker_outside])
+        outside.wait()
+        time.sleep(0.2)
+    finally:
+        sampler.stop()
+    assert any(marker_inside in s for s in sampler.container)
+    assert any(marker_outside in s for s in sampler.controller)
+    assert len(sampler.container) > 10 and len(sampler.controller) > 10
+
+
+def test_control_output_grep_finds_a_printed_token(tmp_path) -> None:
+    proc = subprocess.run(
+        ["ansible", "all", "-i", INVENTORY, "-m", "ansible.builtin.debug", "-a", "var=registry_login_password"],
+        capture_output=True, text=True, check=False, env=dict(os.environ, ANSIBLE_NOCOLOR="1"),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert password() in proc.stdout
+
+
+def test_token_never_on_a_command_line_nor_in_output(host, tmp_path) -> None:
+    """Forces a real login (config.json removed) while both samplers watch; up to three tries to
+    catch the short-lived `docker login` process itself."""
+    for attempt in range(3):
+        host.run(f"rm -f {CONFIG}")
+        sampler = CmdlineSampler()
+        try:
+            time.sleep(0.3)
+            rc, out = finish(converge(tmp_path, "-vvvv", "--diff"))
+        finally:
+            sampler.stop()
+        assert rc == 0, out[-3000:]
+        for secret in forbidden():
+            assert secret not in out, "token in ansible-playbook output"
+            assert not sampler.saw(secret), "token in a process command line"
+        assert host.file(CONFIG).mode == 0o600
+        if sampler.saw("docker login --username greenlight --password-stdin"):
+            break
+    else:
+        pytest.fail("the samplers never saw the docker login process: sampling is too slow to prove anything")
+    assert sampler.saw("AnsiballZ_command.py") or sampler.saw("AnsiballZ_command")
+
+
+def test_wrong_token_fails_naming_registry_and_user_and_keeps_config(host, tmp_path) -> None:
+    wrong = f"CANARY-{secrets.token_hex(12)}"
+    before = config_digest(host)
+    rc, out = finish(converge(tmp_path, "-vvvv", "--diff", vault_registry_token=wrong))
+    assert rc != 0
+    flat = " ".join(out.split())
+    assert "docker login to registry.greenlight.test:5000 as greenlight failed for user deploy" in flat
+    assert wrong not in out
+    assert base64.b64encode(f"greenlight:{wrong}".encode()).decode() not in out
+    for secret in forbidden():
+        assert secret not in out
+    assert config_digest(host) == before, "a rejected login must leave config.json as it was"
+
+
+def test_same_token_again_changes_nothing(tmp_path) -> None:
+    rc, out = finish(converge(tmp_path))
+    assert rc == 0, out[-3000:]
+    assert "changed=0" in out
