@@ -67,8 +67,8 @@ def test_kill_9_in_phase_then_rerun_converges(app_host, nginx, tmp_path, phase):
     """Test 7: kill -9 of a deploy in a phase; the app keeps answering, the lock is free, a
     re-run converges to the requested release."""
     require_images("v1", "v2")
-    reload_command = write_slow_reload(tmp_path / "slow-reload.sh", nginx.reload_command, 2)
-    base = dict(proxy_reload_command=reload_command, drain_seconds=3, stop_grace_seconds=2)
+    reload_command = write_slow_reload(tmp_path / "slow-reload.sh", nginx.reload_command, 1.5)
+    base = dict(proxy_reload_command=reload_command, drain_seconds=2, stop_grace_seconds=2)
     run_swap(app_host.options(image=image("v1"), **base))
     nginx.wait_release("v1")
     target = app_host.options(image=image("v2"), release="v2-%s" % phase,
