@@ -25,7 +25,7 @@ TEMPLATES_DIR = REPO / "ci-templates"
 TEMPLATES = ("woodpecker.yaml", "github-actions.yml", "gitlab-ci.yml")
 DEPLOY_COMMAND = (TEMPLATES_DIR / "deploy-command.txt").read_text(encoding="utf-8").strip()
 PROMOTE_COMMAND = (TEMPLATES_DIR / "promote-command.txt").read_text(encoding="utf-8").strip()
-VAULT_CLIENT = TEMPLATES_DIR / "vault-password-client.sh"
+VAULT_CLIENT = REPO / "inventories" / "vault-pass-from-env-client.sh"
 
 
 def load(name: str) -> t.Any:
@@ -145,7 +145,7 @@ def test_host_keys_are_pinned_never_ignored(name: str) -> None:
 @pytest.mark.parametrize("name", TEMPLATES)
 def test_secrets_come_from_the_ci_secret_store(name: str) -> None:
     text = (TEMPLATES_DIR / name).read_text(encoding="utf-8")
-    assert "staging@ci-templates/vault-password-client.sh" in text
+    assert "staging@inventories/vault-pass-from-env-client.sh" in text
     assert "--vault-password-file" not in text and "--ask-vault" not in text
     lines = shell_lines(name)
     assert any("$DEPLOY_SSH_KEY" in line and "~/.ssh/id_ed25519" in line for line in lines)
@@ -205,7 +205,7 @@ def test_production_only_behind_a_manual_gate(name: str) -> None:
     else:
         assert all(r.get("when") == "manual" for r in job["rules"]) and job["environment"]["name"] == "production"
     text = (TEMPLATES_DIR / name).read_text(encoding="utf-8")
-    assert "production@ci-templates/vault-password-client.sh" in text
+    assert "production@inventories/vault-pass-from-env-client.sh" in text
 
 
 def test_vault_password_client_is_executable() -> None:
