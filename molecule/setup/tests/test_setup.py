@@ -1,0 +1,74 @@
+"""What setup.yaml leaves on each server (staging and production): Docker running with the deploy
+user allowed to use it, the env file with this environment's values, registry credentials that
+pull, nginx answering 503 until the first release, deploy.sh in place."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import pytest
+
+REGISTRY = "registry.greenlight.test:5000"
+IMAGE = f"{REGISTRY}/greenlight/debian:bookworm-slim"
+ENV_FILE = "/opt/todo/todo.env"
+EPHEMERAL = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+
+
+def environment(host) -> str:
+    return host.backend.get_hostname().removeprefix("gl-setup-")
+
+
+def test_docker_engine_is_active(host) -> None:
+    assert host.service("docker").is_running
+    assert host.service("docker").is_enabled
+    assert host.run("docker info --format '{{.ServerVersion}}'").succeeded
+
+
+def test_deploy_user_may_use_docker(host) -> None:
+    assert "docker" in host.user("deploy").groups
+    assert host.run("sudo -u deploy docker ps").succeeded
+
+
+def test_env_file_holds_this_environments_values(host) -> None:
+    env_file = host.file(ENV_FILE)
+    assert env_file.is_file and env_file.user == "deploy" and env_file.mode == 0o600
+    variables = dict(line.split("=", 1) for line in env_file.content_string.splitlines()
+                     if line and not line.startswith("#"))
+    assert set(variables) == {"DJANGO_ALLOWED_HOST", "DJANGO_DB_PATH", "DJANGO_DEBUG_FALSE",
+                              "DJANGO_SECRET_KEY", "EMAIL_HOST_PASSWORD"}
+    env = environment(host)
+    assert variables["DJANGO_ALLOWED_HOST"] == ("staging" if env == "staging" else "www") + ".greenlight.test"
+    assert variables["DJANGO_SECRET_KEY"] == (EPHEMERAL / "canary-secret-key").read_text().strip()
+    # From group_vars/<env>/vault.yaml, decrypted with vault id <env>.
+    assert variables["EMAIL_HOST_PASSWORD"].startswith(f"{env}-vault-value-")
+
+
+def test_registry_credentials_are_private_and_pull(host) -> None:
+    config = host.file("/home/deploy/.docker/config.json")
+    assert config.user == "deploy" and config.mode == 0o600
+    assert host.file("/home/deploy/.docker").mode == 0o700
+    assert REGISTRY in json.loads(config.content_string)["auths"]
+    host.run(f"docker image rm -f {IMAGE}")
+    pull = host.run(f"sudo -u deploy -H docker pull {IMAGE}")
+    assert pull.succeeded, pull.stderr
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1/", "http://127.0.0.1/some/page"])
+def test_nginx_answers_503_until_the_first_release(host, url) -> None:
+    assert host.service("nginx").is_running
+    result = host.run(f"curl -s -o /dev/stderr -w '%{{http_code}}' --max-time 10 {url}")
+    assert result.stdout == "503"
+    assert "no release deployed yet" in result.stderr
+
+
+def test_upstream_points_at_the_placeholder(host) -> None:
+    upstream = host.file("/etc/nginx/greenlight/todo-upstream.conf")
+    assert upstream.content_string.strip() == "server 127.0.0.1:8099;"
+
+
+def test_deploy_script_is_installed(host) -> None:
+    assert host.file("/opt/todo/deploy.sh").exists
+    usage = host.run("sudo -u deploy /opt/todo/deploy.sh --help")
+    assert usage.rc == 0, usage.stderr
+    assert "usage: deploy.sh" in usage.stdout
