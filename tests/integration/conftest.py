@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import typing as t
 from pathlib import Path
@@ -294,104 +293,11 @@ def run_module(options: dict[str, t.Any], check: bool = False, diff: bool = Fals
 
 
 # ----------------------------------------------------------------------------------------------
-# Load generator
+# Load generator: shared with the benchmarks and the reliability suite (bench/loadgen.py)
 # ----------------------------------------------------------------------------------------------
-class LoadGenerator:
-    """Threads sending GETs through nginx: half reuse one keep-alive connection, half open a new
-    connection per request. Records (time, status, X-Release, error) for every request.
+sys.path.insert(0, str(REPO / "bench"))
 
-    Like every real HTTP client (RFC 9112 section 9.3.1), a request on a *reused* keep-alive
-    connection that the server closed before sending any byte is retried once on a new connection;
-    such retries are counted in `stale_retries`, never hidden as successes of a failed request.
-    """
-
-    def __init__(self, port: int, threads: int = 6, max_requests: int = 20000, max_seconds: float = 120,
-                 paths: tuple[str, ...] = ("/health", "/"), pause: float = 0.005) -> None:
-        self.port = port
-        self.threads = threads
-        self.max_requests = max_requests
-        self.max_seconds = max_seconds
-        self.paths = paths
-        self.pause = pause
-        self.results: list[tuple[float, int, t.Optional[str], t.Optional[str], str]] = []
-        self.stale_retries = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._workers: list[threading.Thread] = []
-
-    def _record(self, item: tuple) -> bool:
-        with self._lock:
-            self.results.append(item)
-            return len(self.results) < self.max_requests
-
-    def _worker(self, index: int) -> None:
-        keep_alive = index % 2 == 0
-        kind = "keep-alive" if keep_alive else "new-connection"
-        conn: t.Optional[http.client.HTTPConnection] = None
-        deadline = time.monotonic() + self.max_seconds
-        number = 0
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            path = self.paths[number % len(self.paths)]
-            number += 1
-            reused = conn is not None
-            for attempt in (1, 2):
-                if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                try:
-                    conn.request("GET", path, headers={} if keep_alive else {"Connection": "close"})
-                    response = conn.getresponse()
-                    response.read()
-                    item = (time.monotonic(), response.status, response.getheader("X-Release"), None, kind)
-                    if not keep_alive or response.getheader("Connection", "").lower() == "close":
-                        conn.close()
-                        conn = None
-                    break
-                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
-                    conn.close()
-                    conn = None
-                    if reused and attempt == 1:
-                        with self._lock:
-                            self.stale_retries += 1
-                        reused = False
-                        continue
-                    item = (time.monotonic(), 0, None, "%s: %s" % (type(exc).__name__, exc), kind)
-                    break
-                except (OSError, http.client.HTTPException) as exc:
-                    if conn is not None:
-                        conn.close()
-                    conn = None
-                    item = (time.monotonic(), 0, None, "%s: %s" % (type(exc).__name__, exc), kind)
-                    break
-            if not self._record(item):
-                break
-            if self.pause:
-                time.sleep(self.pause)
-        if conn is not None:
-            conn.close()
-
-    def start(self) -> "LoadGenerator":
-        for index in range(self.threads):
-            worker = threading.Thread(target=self._worker, args=(index,), daemon=True)
-            worker.start()
-            self._workers.append(worker)
-        return self
-
-    def stop(self) -> "LoadGenerator":
-        self._stop.set()
-        for worker in self._workers:
-            worker.join(timeout=30)
-        return self
-
-    @property
-    def failures(self) -> list[tuple]:
-        return [r for r in self.results if r[3] is not None or not 200 <= r[1] < 300]
-
-    def summary(self) -> dict[str, t.Any]:
-        releases: dict[str, int] = {}
-        for result in self.results:
-            releases[str(result[2])] = releases.get(str(result[2]), 0) + 1
-        return {"requests": len(self.results), "failed": len(self.failures), "stale_retries": self.stale_retries,
-                "by_release": releases, "errors": sorted({str(r[3] or r[1]) for r in self.failures})[:10]}
+from loadgen import LoadGenerator  # noqa: E402,F401  (tests import it from here)
 
 
 # ----------------------------------------------------------------------------------------------
