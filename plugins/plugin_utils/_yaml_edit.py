@@ -69,8 +69,8 @@ def _top_level_pairs(text: str) -> list[tuple[yaml.ScalarNode, yaml.Node]]:
         root = yaml.compose(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError:
         raise YamlEditError("the decrypted file is not valid YAML") from None
-    if root is None:
-        return []
+    if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == "tag:yaml.org,2002:null"):
+        return []  # an empty document (perhaps only "---" and comments)
     if not isinstance(root, yaml.MappingNode):
         raise YamlEditError("the decrypted file is not a YAML mapping of variable names to values")
     pairs = []
