@@ -78,9 +78,8 @@ deploy_script_drain_seconds: 1
 deploy_script_health_interval: 0.3
 """
 
-# Test-only callback: SIGKILL ansible-playbook the moment the play that updates the servers
-# starts, i.e. right after the vault file was rewritten and before any server changed. No hook
-# in the product; the same as an operator's Ctrl-C / a CI runner dying at that point.
+# Test-only callback: SIGKILL ansible-playbook the moment the play named in GLTEST_KILL_AT_PLAY
+# starts -- an operator's Ctrl-C or a CI runner dying at that point. No hook in the product.
 KILL_CALLBACK = '''\
 from __future__ import annotations
 
@@ -93,14 +92,13 @@ from ansible.plugins.callback import CallbackBase
 class CallbackModule(CallbackBase):
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = "aggregate"
-    CALLBACK_NAME = "kill_at_rollout"
+    CALLBACK_NAME = "kill_at_play"
     CALLBACK_NEEDS_ENABLED = True
 
     def v2_playbook_on_play_start(self, play):
-        if play.get_name().startswith("Rotate | Put the new secrets"):
+        if play.get_name().startswith(os.environ["GLTEST_KILL_AT_PLAY"]):
             os.kill(os.getpid(), signal.SIGKILL)
 '''
-
 
 def integration_helpers(config: pytest.Config) -> types.ModuleType:
     """tests/integration/conftest.py (LoadGenerator, free_ports) as pytest loaded it; docs/CONTRACTS.md
@@ -406,6 +404,9 @@ def test_rotation_keeps_sessions_drops_no_request_and_prints_no_secret(bed: Rota
 
 
 def test_an_interrupted_rotation_is_finished_by_running_it_again(bed: RotationBed, tmp_path: Path) -> None:
+    """The run is killed right after the vault rewrite, the re-run is killed after the server
+    accepts the new key (the accept round), and the third run finishes: one new key throughout,
+    sessions valid at every point."""
     if FALLBACKS not in bed.vault_values():  # run on its own: make "the previous rotation" first
         assert bed.rotate("-e", "rotate=django_secret_key").returncode == 0
     browser = Browser(bed.port)
@@ -414,37 +415,55 @@ def test_an_interrupted_rotation_is_finished_by_running_it_again(bed: RotationBe
     previous_fallback = before[FALLBACKS]
     live = bed.live_container()
     env_before = bed.env_file_sha()
-
     callbacks = tmp_path / "callbacks"
     callbacks.mkdir()
-    (callbacks / "kill_at_rollout.py").write_text(KILL_CALLBACK)
-    killed = bed.rotate("-e", "rotate=django_secret_key",
-                        env={"ANSIBLE_CALLBACK_PLUGINS": str(callbacks), "ANSIBLE_CALLBACKS_ENABLED": "kill_at_rollout"})
-    bed.remember_secrets()
-    assert killed.returncode == -9, output(killed)[-3000:]
-    # Killed between the vault rewrite and the first server change.
+    (callbacks / "kill_at_play.py").write_text(KILL_CALLBACK)
+    args = ("-e", "rotate=django_secret_key")
+    runs = []
+
+    def rotate_killed_at(play: str) -> subprocess.CompletedProcess[str]:
+        killed = bed.rotate(*args, env={"ANSIBLE_CALLBACK_PLUGINS": str(callbacks),
+                                        "ANSIBLE_CALLBACKS_ENABLED": "kill_at_play", "GLTEST_KILL_AT_PLAY": play})
+        runs.append(killed)
+        bed.remember_secrets()
+        assert killed.returncode == -9, output(killed)[-3000:]
+        return killed
+
+    # 1. Killed between the vault rewrite and the first server change.
+    rotate_killed_at("Rotate | Let every server accept")
     written = bed.vault_values()
     assert written[MARKER] == "django_secret_key"
     assert written[KEY] != before[KEY] and written[FALLBACKS] == before[KEY]
     assert bed.env_file_sha() == env_before and bed.live_container() == live
+    vault_bytes = bed.vault.read_bytes()
 
-    finished = bed.rotate("-e", "rotate=django_secret_key")
+    # 2. Re-run, killed once the server accepts the new key: the old key still signs.
+    again = rotate_killed_at("Rotate | Put the new secrets")
+    assert "Finishing the rotation of django_secret_key" in again.stdout
+    assert bed.vault.read_bytes() == vault_bytes, "the re-run made new values"
+    env = bed.env_file()
+    assert (env["DJANGO_SECRET_KEY"], env["DJANGO_SECRET_KEY_FALLBACKS"]) == (before[KEY], written[KEY])
+    record = bed.releases()[-1]
+    assert record["action"] == "config-change" and "accept step" in record["actor"]["by"], record
+    assert browser.session_count() == 3
+
+    # 3. The third run finishes.
+    finished = bed.rotate(*args)
+    runs.append(finished)
     assert finished.returncode == 0, output(finished)[-5000:]
-    assert "Finishing the rotation of django_secret_key" in finished.stdout
     after = bed.vault_values()
-    # The key the killed run made, not a second one (sessions signed in between stay valid).
+    # The key the first, killed run made -- not a second one -- and the previous key as fallback.
     assert after[KEY] == written[KEY]
     assert after[FALLBACKS] == before[KEY]
     assert MARKER not in after
     env = bed.env_file()
     assert (env["DJANGO_SECRET_KEY"], env["DJANGO_SECRET_KEY_FALLBACKS"]) == (after[KEY], before[KEY])
     assert bed.releases()[-1]["action"] == "config-change"
-    assert browser.session_count() == 3
-
+    assert browser.session_count() == 4
     # The fallback of the previous rotation is gone entirely after this one.
     assert previous_fallback not in bed.vault_text()
     assert previous_fallback not in bed.sh("cat /opt/todo/todo.env")
-    assert bed.leaked(output(killed) + output(finished)) == []
+    assert bed.leaked("".join(output(run) for run in runs)) == []
 
 
 @pytest.mark.parametrize("case", ["unknown-name", "token-on-command-line", "wrong-vault-password", "token-rejected"])
