@@ -1,0 +1,542 @@
+#!/usr/bin/env python3
+"""`make bench`: greenlight.deploy against the naive deploy script, on local server containers.
+
+What it does (details and the latest figures: docs/BENCHMARKS.md, which it rewrites):
+
+1. starts glbench-1 .. glbench-6 (greenlight/server-docker: systemd, own Docker engine) on the
+   test bed network; glbench-1's nginx is published on 127.0.0.1 for the load generator;
+2. setup.yaml on all six (bench/inventory, connection community.docker.docker), then deploy.yaml
+   puts v1 live everywhere and v2 is pulled in advance (every timed deploy finds its image present);
+3. greenlight under load: 200 req/s through glbench-1's nginx (half keep-alive, half new
+   connections) from before `deploy.yaml` (v1 -> v2) starts until after it ends; then a no-op
+   re-deploy and a rollback (also under load);
+4. fleet: deploy.yaml v1 -> v2 on 1, 3 and 6 servers in one run each (rolled back in between);
+5. baseline: bench/naive-deploy.sh (docker pull; stop; rm; run --env-file; exec migrate; cp
+   static) on glbench-1 behind the same nginx (its upstream pointed at the naive container's fixed
+   port), v1 -> v2 under the same load;
+6. prints the table, writes docs/BENCHMARKS.md, removes the containers (--keep keeps them).
+
+Traffic goes only to 127.0.0.1 and to the bench containers. Every load run is bounded in
+requests and seconds. Logs of every command: bench/results/<UTC stamp>/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import typing as t
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from loadgen import LoadGenerator  # noqa: E402
+
+IMAGE_REPOSITORY = "registry.greenlight.test:5000/greenlight/todo"
+SERVER_IMAGE = "greenlight/server-docker:bookworm"
+SERVERS = ["glbench-%d" % n for n in range(1, 7)]
+FLEETS = (1, 3, 6)
+NAIVE_PORT = 8888
+UPSTREAM_FILE = "/etc/nginx/greenlight/todo-upstream.conf"
+
+# Targets from issue 7 (docs/BENCHMARKS.md).
+TARGET_RATE = 200
+TARGET_P99_FACTOR = 2.0
+TARGET_WALL_RATIO = 1.5
+TARGET_NOOP_SECONDS = 3.0
+TARGET_FLEET_FACTOR = 2.0
+
+STEADY_SECONDS = 6.0   # load before a deploy starts (the first second is warm-up, not counted)
+AFTER_SECONDS = 4.0    # load after it ended
+
+
+def log(message: str) -> None:
+    print("bench: %s" % message, flush=True)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        self.results_dir = REPO / "bench" / "results" / stamp
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        self.started = time.monotonic()
+        self.port: t.Optional[int] = None
+        self.figures: dict[str, t.Any] = {
+            "started_utc": stamp, "threads": args.threads, "rate": args.rate,
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")}
+        self.env = dict(os.environ)
+        self.env.update({
+            "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".collections"),
+            "PATH": "%s%s%s" % (REPO / ".venv" / "bin", os.pathsep, os.environ.get("PATH", "")),
+            # What docs/BENCHMARKS.md recommends for any fleet: one fork per server, and pipelining
+            # (one process per task on the server instead of copy + chmod + run + rm).
+            "ANSIBLE_FORKS": str(max(len(SERVERS), 10)),
+            "ANSIBLE_PIPELINING": "True",
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FORCE_COLOR": "false",
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
+            "GREENLIGHT_DEPLOY_ACTOR": "make bench",
+            # Per-task times at the end of each log (which tasks the wall time goes to).
+            "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
+        })
+        self.env.pop("ANSIBLE_CONFIG", None)
+        self.env.pop("ANSIBLE_STDOUT_CALLBACK", None)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def sh(self, argv: list[str], check: bool = True, timeout: float = 600, **kwargs: t.Any) -> subprocess.CompletedProcess:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, **kwargs)
+        if check and proc.returncode != 0:
+            raise RuntimeError("%s failed (exit %d):\n%s%s" % (shlex.join(argv), proc.returncode, proc.stdout[-3000:],
+                                                               proc.stderr[-3000:]))
+        return proc
+
+    def server_sh(self, server: str, script: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        return self.sh(["docker", "exec", server, "sh", "-c", script], check=check, timeout=timeout)
+
+    def playbook(self, label: str, playbook: str, *extra: str, check: bool = True,
+                 summary: bool = True) -> dict[str, t.Any]:
+        """Run one ansible-playbook; return wall time, rc, the recap, the slowest tasks and
+        deploy.yaml's JSON summary (not for no-op runs: writing it is a change on the controller)."""
+        log_file = self.results_dir / ("%s.log" % label)
+        summary_file = self.results_dir / ("%s.summary.json" % label)
+        argv = ["ansible-playbook", str(REPO / "playbooks" / playbook), "-i", str(HERE / "inventory"), *extra]
+        if summary and playbook in ("deploy.yaml", "rollback.yaml"):
+            argv += ["-e", "greenlight_deploy_summary_file=%s" % summary_file]
+        with open(log_file, "w") as handle:  # written as it runs: `tail -f` it to watch
+            handle.write("$ %s\n" % shlex.join(argv))
+            handle.flush()
+            started = time.monotonic()
+            proc = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, text=True, env=self.env,
+                                  cwd=str(REPO), timeout=900, check=False)
+            seconds = time.monotonic() - started
+        proc.stdout = log_file.read_text()
+        recap = {}
+        for match in re.finditer(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
+                                 proc.stdout, re.M):
+            recap[match.group(1)] = {"ok": int(match.group(2)), "changed": int(match.group(3)),
+                                     "unreachable": int(match.group(4)), "failed": int(match.group(5))}
+        summary_data = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+        if check and proc.returncode != 0:
+            raise RuntimeError("%s failed (exit %d), log: %s\n%s" % (label, proc.returncode, log_file,
+                                                                     proc.stdout[-3000:]))
+        slowest = []
+        if "TASKS RECAP" in proc.stdout:
+            for line in proc.stdout.split("TASKS RECAP", 1)[1].splitlines():
+                match = re.match(r"^(.*?) -{2,} (\d+\.\d+)s$", line.strip())
+                if match:
+                    slowest.append((match.group(1).strip(), float(match.group(2))))
+        log("%s: %.1fs (exit %d)" % (label, seconds, proc.returncode))
+        return {"seconds": round(seconds, 2), "rc": proc.returncode, "recap": recap, "summary": summary_data,
+                "slowest": slowest[:8], "log": str(log_file.relative_to(REPO))}
+
+    def deploy(self, label: str, tag: str, hosts: str, summary: bool = True) -> dict[str, t.Any]:
+        return self.playbook(label, "deploy.yaml", "-e", "app_image_tag=%s" % tag,
+                             "-e", "greenlight_deploy_hosts=%s" % hosts, summary=summary)
+
+    def rollback(self, label: str, hosts: str) -> dict[str, t.Any]:
+        return self.playbook(label, "rollback.yaml", "-e", "greenlight_deploy_hosts=%s" % hosts)
+
+    def release_via_nginx(self) -> t.Optional[str]:
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            conn.request("GET", "/health")
+            response = conn.getresponse()
+            response.read()
+            return response.getheader("X-Release") if response.status == 200 else None
+        except OSError:
+            return None
+        finally:
+            conn.close()
+
+    def wait_release(self, release: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        good = 0
+        while good < 10:
+            if time.monotonic() > deadline:
+                raise RuntimeError("nginx on 127.0.0.1:%s never settled on release %s" % (self.port, release))
+            good = good + 1 if self.release_via_nginx() == release else 0
+            time.sleep(0.05)
+
+    def under_load(self, label: str, action: t.Callable[[], t.Any], new_release: str) -> dict[str, t.Any]:
+        """Load before, during and after `action`; figures for the steady and the deploy windows."""
+        load = LoadGenerator(self.port, threads=self.args.threads, rate=self.args.rate, paths=("/health", "/"),
+                             max_seconds=600, max_requests=400000).start()
+        try:
+            time.sleep(STEADY_SECONDS)
+            began = time.monotonic()
+            outcome = action()
+            ended = time.monotonic()
+            time.sleep(AFTER_SECONDS)
+        finally:
+            load.stop()
+        steady = load.window_stats(load.started_at + 1.0, began)
+        during = load.window_stats(began, ended)
+        after = load.window_stats(ended, load.stopped_at)
+        total = load.window_stats(load.started_at, load.stopped_at)
+        first_new = min((r[0] for r in load.results if r[2] == new_release and 200 <= r[1] < 300 and r[0] >= began),
+                        default=None)
+        figures = {
+            "steady": steady, "during": during, "after": after, "total": total,
+            "stale_retries": load.stale_retries,
+            "wall_seconds": round(ended - began, 2),
+            "new_release_after_s": None if first_new is None else round(first_new - began, 2),
+            "outcome": outcome,
+        }
+        (self.results_dir / ("%s.load.json" % label)).write_text(json.dumps(figures, indent=2, default=str))
+        log("%s under load: sent %d (%.0f/s), failed %d, longest gap %.2fs, p50/p99 %s/%s ms (steady %s/%s ms)"
+            % (label, total["sent"], during["rate"], total["failed"], total["longest_gap_s"], during["p50_ms"],
+               during["p99_ms"], steady["p50_ms"], steady["p99_ms"]))
+        return figures
+
+    # -- stages ----------------------------------------------------------------------------------
+    def machine(self) -> None:
+        mem_kb = 0
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemTotal:"):
+                    mem_kb = int(line.split()[1])
+        self.figures["machine"] = {
+            "nproc": os.cpu_count(),
+            "mem_gib": round(mem_kb / 1024 / 1024, 1),
+            "kernel": platform.release(),
+            "cpu": self._cpu_model(),
+            "python": platform.python_version(),
+            "ansible_core": self.sh([str(REPO / ".venv" / "bin" / "ansible"), "--version"]).stdout.splitlines()[0],
+            "docker": self.sh(["docker", "version", "-f", "{{.Server.Version}}"]).stdout.strip(),
+            "loadavg_start": os.getloadavg(),
+        }
+
+    @staticmethod
+    def _cpu_model() -> str:
+        try:
+            with open("/proc/cpuinfo") as handle:
+                for line in handle:
+                    if line.startswith("model name"):
+                        return line.split(":", 1)[1].strip()
+        except OSError:
+            pass
+        return platform.machine()
+
+    def remove_servers(self) -> None:
+        for name in SERVERS:
+            self.sh(["docker", "rm", "-f", "-v", name], check=False)
+            self.sh(["docker", "volume", "rm", "-f", "%s-docker" % name], check=False)
+
+    def start_servers(self) -> None:
+        self.remove_servers()
+        self.port = self.args.port or free_port()
+        started = time.monotonic()
+        script = ["source %s" % shlex.quote(str(REPO / "testbed" / "server-run.sh"))]
+        for index, name in enumerate(SERVERS):
+            publish = "-p 127.0.0.1:%d:80" % self.port if index == 0 else ""
+            script.append("server_run %s %s %s" % (name, SERVER_IMAGE, publish))
+        for name in SERVERS:
+            script.append("server_wait_docker %s" % name)
+        self.sh(["bash", "-c", " && ".join(script)])
+        self.figures["start_servers_s"] = round(time.monotonic() - started, 1)
+        log("6 server containers up in %.1fs; glbench-1's nginx will be on 127.0.0.1:%d"
+            % (self.figures["start_servers_s"], self.port))
+
+    def prepare(self) -> None:
+        self.figures["setup"] = self.playbook("setup-6-servers", "setup.yaml")
+        self.figures["first_deploy"] = self.deploy("deploy-v1-6-servers", "v1", "staging")
+        # Every timed deploy below finds its image on the server (docker pull only checks the tag).
+        started = time.monotonic()
+        procs = [subprocess.Popen(["docker", "exec", "-u", "deploy", name, "docker", "pull", "-q",
+                                   "%s:v2" % IMAGE_REPOSITORY], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                 for name in SERVERS]
+        for proc in procs:
+            if proc.wait(timeout=600) != 0:
+                raise RuntimeError("docker pull of v2 failed: %s" % proc.stderr.read().decode())
+        self.figures["prepull_s"] = round(time.monotonic() - started, 1)
+        self.wait_release("v1")
+
+    def greenlight_under_load(self) -> None:
+        self.figures["greenlight"] = self.under_load(
+            "greenlight-v1-v2", lambda: self.deploy("greenlight-deploy-v2", "v2", "fleet1"), "v2")
+        self.wait_release("v2")
+        self.figures["noop"] = self.deploy("greenlight-noop-v2", "v2", "fleet1", summary=False)
+        self.figures["rollback"] = self.under_load(
+            "greenlight-rollback", lambda: self.rollback("greenlight-rollback-v1", "fleet1"), "v1")
+        self.wait_release("v1")
+
+    def fleet(self) -> None:
+        fleet: dict[str, t.Any] = {}
+        for size in FLEETS:
+            fleet[str(size)] = {"deploy": self.deploy("fleet%d-deploy-v2" % size, "v2", "fleet%d" % size)}
+            if size != FLEETS[-1]:
+                fleet[str(size)]["rollback"] = self.rollback("fleet%d-rollback-v1" % size, "fleet%d" % size)
+        # Controller fan-out alone: a no-op deploy on one server and on six.
+        fleet["noop1"] = self.deploy("fleet1-noop-v2", "v2", "fleet1", summary=False)
+        fleet["noop6"] = self.deploy("fleet6-noop-v2", "v2", "fleet6", summary=False)
+        self.figures["fleet"] = fleet
+
+    def naive(self) -> None:
+        server = SERVERS[0]
+        # greenlight's containers make way; the naive container gets its own data directory, the
+        # same env file, the same static root and the same nginx.
+        self.server_sh(server, "docker ps -aq --filter label=greenlight.app=todo | xargs -r docker rm -f >/dev/null;"
+                               " install -d -o 10001 -g 10001 -m 0750 /opt/todo-naive/data")
+        self.sh(["docker", "cp", str(HERE / "naive-deploy.sh"), "%s:/usr/local/bin/naive-deploy.sh" % server])
+        self.server_sh(server, "printf 'server 127.0.0.1:%d;\\n' > %s && nginx -t -q && nginx -s reload"
+                       % (NAIVE_PORT, UPSTREAM_FILE))
+        first = self.naive_deploy("naive-deploy-v1", "v1")
+        self.wait_release("v1")
+        self.figures["naive_first"] = first
+        self.figures["naive"] = self.under_load("naive-v1-v2", lambda: self.naive_deploy("naive-deploy-v2", "v2"), "v2")
+
+    def naive_deploy(self, label: str, tag: str) -> dict[str, t.Any]:
+        argv = ["docker", "exec", "-e", "DOCKER_CONFIG=/home/deploy/.docker", SERVERS[0], "bash",
+                "/usr/local/bin/naive-deploy.sh", "%s:%s" % (IMAGE_REPOSITORY, tag)]
+        started = time.monotonic()
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+        seconds = time.monotonic() - started
+        (self.results_dir / ("%s.log" % label)).write_text("$ %s\n%s\n%s" % (shlex.join(argv), proc.stdout,
+                                                                             proc.stderr))
+        if proc.returncode != 0:
+            raise RuntimeError("%s failed (exit %d): %s" % (label, proc.returncode, proc.stderr[-2000:]))
+        log("%s: %.1fs" % (label, seconds))
+        return {"seconds": round(seconds, 2), "rc": proc.returncode}
+
+    def run(self) -> int:
+        self.machine()
+        log("results and logs in %s" % self.results_dir.relative_to(REPO))
+        try:
+            self.start_servers()
+            self.prepare()
+            self.greenlight_under_load()
+            self.fleet()
+            self.naive()
+        finally:
+            self.figures["machine"]["loadavg_end"] = os.getloadavg()
+            self.figures["total_s"] = round(self.elapsed(), 1)
+            (self.results_dir / "figures.json").write_text(json.dumps(self.figures, indent=2, default=str))
+            if not self.args.keep:
+                self.remove_servers()
+        rows, verdicts = table(self.figures)
+        print()
+        print(render_table(rows))
+        print()
+        for line in verdicts:
+            print(line)
+        if self.args.output:
+            write_markdown(Path(self.args.output), render_results(self.figures, rows, verdicts))
+            log("wrote %s" % self.args.output)
+        log("done in %.0fs" % self.elapsed())
+        return 0
+
+
+def free_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+# ----------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------
+def _ms(value: t.Optional[float]) -> str:
+    return "-" if value is None else "%.0f ms" % value
+
+
+def phases_of(result: dict[str, t.Any], host: str = SERVERS[0]) -> dict[str, float]:
+    return (result.get("summary", {}).get(host) or {}).get("phases") or {}
+
+
+def yes(ok: t.Any) -> str:
+    return "yes" if ok else "NO"
+
+
+def _errors(window: dict[str, t.Any]) -> str:
+    if not window["errors"]:
+        return ""
+    return " (%s)" % ", ".join("%s: %d" % item for item in sorted(window["errors"].items()))
+
+
+def table(f: dict[str, t.Any]) -> tuple[list[list[str]], list[str]]:
+    """The result table and one sentence per target (met, or missed and why)."""
+    g, n = f["greenlight"], f["naive"]
+    gd, nd, gs, ns = g["during"], n["during"], g["steady"], n["steady"]
+    machine = f["machine"]
+    busy = max(machine["loadavg_start"][0], machine.get("loadavg_end", [0])[0])
+    busy_note = ("the machine was busy (load average %.1f on %d cores) with other work, so every figure that "
+                 "depends on CPU time is inflated" % (busy, machine["nproc"])) if busy > machine["nproc"] else ""
+    rows = [["figure", "greenlight", "naive script", "target", "met"]]
+    verdicts: list[str] = []
+
+    rate_ok = gd["rate"] >= TARGET_RATE * 0.95 and nd["rate"] >= TARGET_RATE * 0.95
+    rows.append(["load during the deploy", "%.0f req/s" % gd["rate"], "%.0f req/s" % nd["rate"],
+                 ">= %d req/s" % TARGET_RATE, yes(rate_ok)])
+    if not rate_ok:
+        verdicts.append("Load rate missed: the generator (%d threads, half keep-alive) reached %.0f req/s during the "
+                        "greenlight deploy and %.0f req/s during the naive one; a thread waits for its answer before "
+                        "the next request, so slow answers lower the rate%s." % (
+                            f["threads"], gd["rate"], nd["rate"], "; " + busy_note if busy_note else ""))
+    rows.append(["requests sent (whole load run)", str(g["total"]["sent"]), str(n["total"]["sent"]), "", ""])
+    rows.append(["failed: connection errors + non-2xx", "%d%s" % (g["total"]["failed"], _errors(g["total"])),
+                 "%d%s" % (n["total"]["failed"], _errors(n["total"])), "greenlight 0", yes(g["total"]["failed"] == 0)])
+    verdicts.append("Failed requests: greenlight %d, naive script %d (%s of its requests during the deploy)." % (
+        g["total"]["failed"], n["total"]["failed"],
+        "%.0f%%" % (100.0 * nd["failed"] / nd["sent"]) if nd["sent"] else "-"))
+    rows.append(["keep-alive retries (stale connection)", str(g["stale_retries"]), str(n["stale_retries"]), "", ""])
+    rows.append(["longest gap without a 2xx answer", "%.2f s" % g["total"]["longest_gap_s"],
+                 "%.2f s" % n["total"]["longest_gap_s"], "", ""])
+    rows.append(["p50 latency: steady / during deploy", "%s / %s" % (_ms(gs["p50_ms"]), _ms(gd["p50_ms"])),
+                 "%s / %s" % (_ms(ns["p50_ms"]), _ms(nd["p50_ms"])), "", ""])
+    p99_ok = bool(gd["p99_ms"] is not None and gs["p99_ms"] and gd["p99_ms"] <= TARGET_P99_FACTOR * gs["p99_ms"])
+    rows.append(["p99 latency: steady / during deploy", "%s / %s" % (_ms(gs["p99_ms"]), _ms(gd["p99_ms"])),
+                 "%s / %s" % (_ms(ns["p99_ms"]), _ms(nd["p99_ms"])), "greenlight <= %gx steady" % TARGET_P99_FACTOR,
+                 yes(p99_ok)])
+    if not p99_ok and gs["p99_ms"]:
+        verdicts.append("p99 latency missed: %.0f ms during the deploy against %.0f ms steady (%.1fx). The server "
+                        "shares this machine's %d cores with the controller and the load generator; during the "
+                        "deploy it also runs Django's migrate and boots gunicorn (CPU-bound, %.1f s + %.1f s here)%s." % (
+                            gd["p99_ms"], gs["p99_ms"], gd["p99_ms"] / gs["p99_ms"], machine["nproc"],
+                            phases_of(g["outcome"]).get("pre_switch", 0), phases_of(g["outcome"]).get("health", 0),
+                            "; " + busy_note if busy_note else ""))
+    rows.append(["new release answers after", "%s s" % g["new_release_after_s"], "%s s" % n["new_release_after_s"],
+                 "", ""])
+    gw, nw = g["outcome"]["seconds"], n["outcome"]["seconds"]
+    ratio = gw / nw if nw else float("inf")
+    rows.append(["deploy wall time (image present)", "%.1f s" % gw, "%.1f s" % nw, "ratio <= %g" % TARGET_WALL_RATIO,
+                 "%s (%.2fx)" % (yes(ratio <= TARGET_WALL_RATIO), ratio)])
+    phases = phases_of(g["outcome"])
+    swap = sum(v for k, v in phases.items() if k != "pull")
+    if ratio > TARGET_WALL_RATIO:
+        verdicts.append(
+            "Wall time missed: greenlight took %.1f s against %.1f s (%.2fx). Of those %.1f s, the swap on the server "
+            "took %.1f s (%s), of which %.1f s is the drain wait that lets nginx's old workers finish and %.1f s "
+            "the graceful stop of the old release - steps the naive script skips by cutting traffic; the other "
+            "%.1f s are ansible-playbook itself (start-up, tasks over `docker exec`, templating; slowest tasks: %s). "
+            "The naive script is fast because its downtime is the deploy: its new release answered after %s s, "
+            "greenlight's after %s s, with no failed request." % (
+                gw, nw, ratio, gw, swap, ", ".join("%s %.1f" % (k, v) for k, v in phases.items() if v >= 0.1),
+                phases.get("drain", 0), phases.get("stop_old", 0), gw - swap - phases.get("pull", 0),
+                ", ".join("%s %.1f s" % item for item in g["outcome"].get("slowest", [])[:4]),
+                n["new_release_after_s"], g["new_release_after_s"]))
+    noop = f["noop"]
+    noop_changed = sum(h["changed"] for h in noop["recap"].values())
+    noop_ok = noop["seconds"] <= TARGET_NOOP_SECONDS and noop_changed == 0
+    rows.append(["no-op re-deploy", "%.1f s, changed=%d" % (noop["seconds"], noop_changed), "(redeploys always)",
+                 "<= %g s, changed=0" % TARGET_NOOP_SECONDS, yes(noop_ok)])
+    if not noop_ok:
+        verdicts.append("No-op re-deploy %s: %.1f s with changed=%d. Slowest tasks: %s%s." % (
+            "missed" if not noop_ok else "met", noop["seconds"], noop_changed,
+            ", ".join("%s %.2f s" % item for item in noop.get("slowest", [])[:5]) or "-",
+            "; " + busy_note if busy_note else ""))
+    rb = f["rollback"]
+    rows.append(["rollback v2 -> v1 under load", "%.1f s, %d failed" % (rb["outcome"]["seconds"], rb["total"]["failed"]),
+                 "(no rollback)", "", ""])
+    fleet = f["fleet"]
+    one = fleet["1"]["deploy"]["seconds"]
+    for size in FLEETS:
+        seconds = fleet[str(size)]["deploy"]["seconds"]
+        last = size == FLEETS[-1]
+        rows.append(["fleet deploy v1 -> v2, %d server%s" % (size, "s" if size > 1 else ""), "%.1f s" % seconds, "",
+                     "<= %gx one server" % TARGET_FLEET_FACTOR if last else "",
+                     "%s (%.2fx)" % (yes(seconds <= TARGET_FLEET_FACTOR * one), seconds / one) if last else ""])
+    for size in FLEETS[:-1]:
+        if "rollback" in fleet[str(size)]:
+            rows.append(["fleet rollback, %d server%s" % (size, "s" if size > 1 else ""),
+                         "%.1f s" % fleet[str(size)]["rollback"]["seconds"], "", "", ""])
+    rows.append(["fleet no-op, 1 / 6 servers", "%.1f s / %.1f s" % (fleet["noop1"]["seconds"], fleet["noop6"]["seconds"]),
+                 "", "", ""])
+    six = fleet[str(FLEETS[-1])]["deploy"]
+    if six["seconds"] > TARGET_FLEET_FACTOR * one:
+        busy_phases = ("pre_switch", "health", "start", "stop_old")
+        per_host = [sum(phases_of(six, host).get(k, 0) for k in busy_phases) for host in SERVERS]
+        single = sum(phases_of(fleet["1"]["deploy"]).get(k, 0) for k in busy_phases)
+        verdicts.append(
+            "Fleet missed: 6 servers took %.1f s, %.2fx one server (%.1f s). All six 'servers' are containers on this "
+            "one machine's %d cores: the CPU-bound steps (migrate, gunicorn boot, health, graceful stop) took %.1f s "
+            "per server on average with six at once against %.1f s alone; the controller side alone (no-op deploy) "
+            "went from %.1f s to %.1f s. On real servers each has its own CPUs and only the controller part grows." % (
+                six["seconds"], six["seconds"] / one, one, machine["nproc"], sum(per_host) / len(per_host), single,
+                fleet["noop1"]["seconds"], fleet["noop6"]["seconds"]))
+    return rows, verdicts
+
+
+def render_table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for number, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+        if number == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+RESULTS_START = "<!-- bench/run.py results: start -->"
+RESULTS_END = "<!-- bench/run.py results: end -->"
+
+
+def render_results(f: dict[str, t.Any], rows: list[list[str]], verdicts: list[str]) -> str:
+    """The generated part of docs/BENCHMARKS.md (between the two markers)."""
+    m = f["machine"]
+    lines = [
+        RESULTS_START,
+        "## Latest results",
+        "",
+        "Written by `make bench` on %s (UTC), in %.0f s." % (f["date"], f["total_s"]),
+        "",
+        "Machine: %d cores (%s), %.1f GiB memory, kernel %s, Docker %s, %s, Python %s; load average %.1f at the "
+        "start and %.1f at the end of the run." % (m["nproc"], m["cpu"], m["mem_gib"], m["kernel"], m["docker"],
+                                                     m["ansible_core"], m["python"], m["loadavg_start"][0],
+                                                     m.get("loadavg_end", [0])[0]),
+        "",
+        "| " + " | ".join(rows[0]) + " |",
+        "|" + "|".join("---" for _ in rows[0]) + "|",
+    ]
+    for row in rows[1:]:
+        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in row) + " |")
+    lines += ["", "Preparation (not a benchmark): 6 server containers started in %.0f s, setup.yaml on all six in "
+              "%.0f s, first deploy of v1 (with the image pull) in %.0f s." % (
+                  f["start_servers_s"], f["setup"]["seconds"], f["first_deploy"]["seconds"]), ""]
+    lines += ["- %s" % verdict for verdict in verdicts]
+    lines += ["", "Raw figures and every log: `bench/results/%s/` (not committed)." % f["started_utc"], RESULTS_END]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(path: Path, results: str) -> None:
+    """Replace the generated section of the report, keeping the hand-written parts."""
+    text = path.read_text() if path.exists() else ""
+    if RESULTS_START in text and RESULTS_END in text:
+        before = text[:text.index(RESULTS_START)]
+        after = text[text.index(RESULTS_END) + len(RESULTS_END):].lstrip("\n")
+        text = before + results + ("\n" + after if after else "")
+    else:
+        text = (text.rstrip("\n") + "\n\n" if text else "# Benchmarks\n\n") + results
+    path.write_text(text)
+
+
+def main(argv: t.Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rate", type=float, default=TARGET_RATE, help="requests per second (default 200)")
+    parser.add_argument("--threads", type=int, default=64, help="load generator threads (half keep-alive)")
+    parser.add_argument("--port", type=int, default=0, help="127.0.0.1 port for glbench-1's nginx (default: free)")
+    parser.add_argument("--keep", action="store_true", help="keep the server containers afterwards")
+    parser.add_argument("--output", default=str(REPO / "docs" / "BENCHMARKS.md"),
+                        help="Markdown report to write (default docs/BENCHMARKS.md; empty: none)")
+    args = parser.parse_args(argv)
+    return Bench(args).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
