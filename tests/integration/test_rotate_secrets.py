@@ -355,9 +355,12 @@ def test_rotation_keeps_sessions_drops_no_request_and_prints_no_secret(bed: Rota
     token_file.write_text(token + "\n")
     token_file.chmod(0o600)
 
-    load = helpers.LoadGenerator(bed.port, threads=4, paths=("/health", "/")).start()
+    load = helpers.LoadGenerator(bed.port, threads=4, paths=("/health", "/"), pause=0.01, max_requests=10 ** 6,
+                                 max_seconds=900).start()
+    started = time.monotonic()
     proc = bed.rotate("-e", "rotate=django_secret_key,registry_token", "-e", "new_registry_token_file=%s" % token_file,
                       "-vvvv", "--diff")
+    ended = time.monotonic()
     load.stop()
     bed.remember_secrets()
     assert proc.returncode == 0, output(proc)[-5000:]
@@ -365,6 +368,11 @@ def test_rotation_keeps_sessions_drops_no_request_and_prints_no_secret(bed: Rota
     summary = load.summary()
     assert summary["failed"] == 0, summary
     assert summary["requests"] > 50, summary
+    done = [result[0] for result in load.results]
+    assert min(done) < started + 5 and max(done) > ended - 5, "the request stream did not cover the whole rotation"
+    # Two restarts (accept round, switch round), both zero-downtime config changes of v1.
+    accept, switch = bed.releases()[-2:]
+    assert accept["action"] == switch["action"] == "config-change" and "accept step" in accept["actor"]["by"]
     assert browser.session_count() == 3, "the session signed with the previous key was not accepted"
 
     # The vault: new key, the previous one as the only fallback, the new token, no marker; every
@@ -466,7 +474,8 @@ def test_an_interrupted_rotation_is_finished_by_running_it_again(bed: RotationBe
     assert bed.leaked("".join(output(run) for run in runs)) == []
 
 
-@pytest.mark.parametrize("case", ["unknown-name", "token-on-command-line", "wrong-vault-password", "token-rejected"])
+@pytest.mark.parametrize("case", ["unknown-name", "token-on-command-line", "no-token-and-no-terminal", "wrong-vault-password",
+                                  "token-rejected"])
 def test_bad_input_fails_before_anything_is_written(bed: RotationBed, tmp_path: Path, case: str) -> None:
     vault_before = (bed.vault.read_bytes(), bed.vault.stat().st_mtime_ns)
     env_before = bed.env_file_sha()
@@ -481,6 +490,10 @@ def test_bad_input_fails_before_anything_is_written(bed: RotationBed, tmp_path: 
     elif case == "token-on-command-line":
         args = ["-e", "rotate=registry_token", "-e", "new_registry_token=typed-on-the-command-line"]
         expected = ["new_registry_token must not be given on the command line", "-e new_registry_token_file=<path>"]
+    elif case == "no-token-and-no-terminal":
+        args = ["-e", "rotate=registry_token"]  # stdin is /dev/null: the hidden prompt gets nothing
+        expected = ["The new registry token (typed at the prompt) is empty",
+                    "(without a terminal, pass -e new_registry_token_file=<path>)"]
     elif case == "wrong-vault-password":
         wrong = tmp_path / "wrong-password"
         wrong.write_text("not-the-password\n")
