@@ -126,3 +126,26 @@ def test_bad_input_fails_in_preflight_naming_role_and_key(host, tmp_path, extra_
     assert "greenlight.deploy.app_env: " in output(proc)
     assert message in " ".join(output(proc).split()), output(proc)[-2000:]
     assert host.file(ENV_FILE).content_string == before
+
+
+def test_check_mode_predicts_the_change_without_printing_or_writing(host, tmp_path) -> None:
+    before = host.file(ENV_FILE).content_string
+    canary = new_canary()
+    proc = run(tmp_path, ["ansible-playbook", str(SCENARIO / "converge.yml"), "--check", "--diff", "-vvvv"],
+               {"vault_django_secret_key": canary})
+    assert proc.returncode == 0, output(proc)[-3000:]
+    assert "app_env_changed=True" in output(proc)
+    assert canary not in output(proc)
+    assert host.file(ENV_FILE).content_string == before
+
+
+def test_missing_owner_fails_but_check_mode_predicts(tmp_path) -> None:
+    """Before app_host has run: a real run stops in preflight, --check predicts the write."""
+    extra = {"app_env_owner": "nosuchuser", "app_env_file": "/opt/nosuchapp/nosuchapp.env"}
+    real = run(tmp_path, ["ansible-playbook", str(SCENARIO / "converge.yml")], extra)
+    assert real.returncode != 0
+    assert "user nosuchuser (app_env_owner, default greenlight_deploy_user) does not exist" in " ".join(output(real).split())
+    check = run(tmp_path, ["ansible-playbook", str(SCENARIO / "converge.yml"), "--check"], extra)
+    assert check.returncode == 0, output(check)[-3000:]
+    assert "Would write /opt/nosuchapp/nosuchapp.env" in " ".join(output(check).split())
+    assert "app_env_changed=True" in output(check)
