@@ -10,7 +10,8 @@ promote-command.txt, the very lines the CI templates run (tests/ci_templates che
 Story (tests run in file order, each from the state the previous one left): setup.yaml on both
 servers -> deploy v1 to staging -> the example app's functional tests against staging's nginx ->
 promote to production (same digest) -> deploy v2 -> rollback (v1) -> deploy bad-health (fails,
-v1 keeps serving) -> deploy.sh v2 by hand over SSH -> bad input: a tag that does not exist, no
+v1 keeps serving) -> deploy.sh v2 by hand over SSH -> promote with git tags (local bare repo)
+-> bad input: a tag that does not exist, no
 app_image_tag, an unreachable server, a server whose host key does not match -> fleet: both
 servers in one group, one fails: the other is put back (one batch) or stays (earlier batch).
 """
@@ -354,6 +355,30 @@ def test_deploy_sh_by_hand_over_ssh(bed: Bed) -> None:
     assert bed.staging.records()[-1]["actor"]["user"] == "deploy"
 
 
+def test_promote_with_git_tags_tags_the_release_commit(bed: Bed) -> None:
+    origin, work = bed.base / "origin.git", bed.base / "work"
+    git_env = dict(os.environ, GIT_AUTHOR_NAME="ci", GIT_AUTHOR_EMAIL="ci@example.invalid",
+                   GIT_COMMITTER_NAME="ci", GIT_COMMITTER_EMAIL="ci@example.invalid")
+    sh("git", "init", "-q", "--bare", str(origin))
+    sh("git", "clone", "-q", str(origin), str(work))
+    for message in ("release v2", "later work"):
+        sh("git", "-C", str(work), "commit", "-q", "--allow-empty", "-m", message, env=git_env)
+    # The image tag names a commit (as a short SHA tag does): that commit is tagged, not HEAD.
+    sh("git", "-C", str(work), "tag", "v2", "HEAD~1")
+    release_commit = sh("git", "-C", str(work), "rev-parse", "HEAD~1").stdout.strip()
+    proc = bed.run(f"{PROMOTE_COMMAND} -e promote_git_tags=true -e promote_git_repo={work}",
+                   GIT_COMMITTER_NAME="ci", GIT_COMMITTER_EMAIL="ci@example.invalid")
+    assert proc.returncode == 0, tail(proc)
+    assert bed.production.live_release() == "v2"
+    assert bed.production.records()[-1]["image_digest"] == bed.staging.records()[-1]["image_digest"]
+    remote = dict(line.split("\t")[::-1] for line in sh("git", "ls-remote", "--tags", str(origin)).stdout.splitlines())
+    assert remote["refs/tags/LIVE^{}"] == release_commit
+    deployed = [ref for ref in remote if ref.startswith("refs/tags/DEPLOYED-") and not ref.endswith("^{}")]
+    assert len(deployed) == 1 and remote[deployed[0] + "^{}"] == release_commit
+    note = sh("git", "-C", str(work), "tag", "-l", "--format=%(contents)", "LIVE").stdout
+    assert "release v2" in note and bed.staging.records()[-1]["image_digest"] in note
+
+
 def test_unknown_tag_fails_at_the_pull_naming_the_image(bed: Bed) -> None:
     containers = bed.staging.web_containers()
     lines = len(bed.staging.records())
@@ -406,6 +431,36 @@ def test_a_server_with_an_unknown_host_key_is_refused(bed: Bed) -> None:
     assert bed.staging.live_release() == "v2"
 
 
+def test_a_held_deploy_lock_stops_the_deploy_in_preflight(bed: Bed) -> None:
+    holder = json.dumps({"pid": 4242, "user": "alice", "host": "staging1", "action": "deploy", "release": "v9",
+                         "phase": "health", "since": "2026-01-01T00:00:00Z"})
+    bed.staging.exec(f"printf '%s' {shlex.quote(holder)} > /opt/todo/deploy.lock")
+    sh("docker", "exec", "-d", bed.staging.name, "sh", "-c",
+       "echo $$ > /run/e2e-lock-holder.pid; exec flock --close /opt/todo/deploy.lock sleep 120")
+    try:
+        deadline = time.monotonic() + 10
+        while bed.staging.exec("flock -n /opt/todo/deploy.lock true", check=False).returncode == 0:
+            assert time.monotonic() < deadline, "the test could not take the lock"
+            time.sleep(0.2)
+        proc = bed.run(DEPLOY_COMMAND, APP_IMAGE_TAG="v1")
+    finally:
+        bed.staging.exec("kill $(cat /run/e2e-lock-holder.pid); printf '{\"released\": true}' > /opt/todo/deploy.lock",
+                         check=False)
+    assert proc.returncode != 0
+    assert "- staging1: FAILED in preflight | live: v2 | wanted: v1" in proc.stdout, tail(proc)
+    assert "holds /opt/todo/deploy.lock on staging1: deploy of release v9 by pid 4242 (user alice)" in proc.stdout
+    assert bed.staging.live_release() == "v2"
+
+
+def test_a_wrong_vault_password_stops_before_any_server(bed: Bed) -> None:
+    records = len(bed.staging.records())
+    proc = bed.run(DEPLOY_COMMAND, APP_IMAGE_TAG="v1", GREENLIGHT_VAULT_PASSWORD_STAGING="not-the-password")
+    assert proc.returncode != 0
+    assert "decryption failed" in (proc.stdout + proc.stderr).lower(), tail(proc)
+    assert "TASK [" not in proc.stdout
+    assert bed.staging.live_release() == "v2" and len(bed.staging.records()) == records
+
+
 def fleet_inventory(bed: Bed, name: str) -> Path:
     """Both servers in one `staging` group (plain vars only: a deploy needs no secret). staging1
     checks health on "/", which even the bad-health image answers, so with the bad-health image
@@ -424,13 +479,13 @@ def fleet_inventory(bed: Bed, name: str) -> Path:
 
 def test_fleet_failure_puts_the_batch_back(bed: Bed) -> None:
     staging_before, production_before = bed.staging.live_release(), bed.production.live_release()
-    assert staging_before == "v2" and production_before == "v1"
+    assert staging_before == "v2" and production_before == "v2"
     fleet_inventory(bed, "fleet")
     proc = bed.run(DEPLOY_COMMAND.replace("inventories/staging", "inventories/fleet"), APP_IMAGE_TAG="bad-health")
     assert proc.returncode != 0
-    assert "- production1: FAILED in health | live: v1 | wanted: bad-health" in proc.stdout, tail(proc)
+    assert "- production1: FAILED in health | live: v2 | wanted: bad-health" in proc.stdout, tail(proc)
     assert "- staging1: REVERTED | live: v2 | wanted: bad-health | previous: v2" in proc.stdout
-    assert bed.staging.live_release() == "v2" and bed.production.live_release() == "v1"
+    assert bed.staging.live_release() == "v2" and bed.production.live_release() == "v2"
     actions = [r["action"] for r in bed.staging.records()[-2:]]
     assert actions == ["deploy", "rollback"]  # staging1 did switch, then went back
 
@@ -442,6 +497,6 @@ def test_fleet_earlier_batches_stay_and_later_ones_do_not_start(bed: Bed) -> Non
     assert proc.returncode != 0
     # Batch 1 (staging1) passed and stays; batch 2 (production1) failed; the summary says both.
     assert "- staging1: DEPLOYED | live: bad-health | previous: v2" in proc.stdout, tail(proc)
-    assert "- production1: FAILED in health | live: v1 | wanted: bad-health" in proc.stdout
+    assert "- production1: FAILED in health | live: v2 | wanted: bad-health" in proc.stdout
     assert bed.staging.get("/")[1] == "bad-health"  # its /health answers 500 by design
-    assert bed.production.live_release() == "v1"
+    assert bed.production.live_release() == "v2"
