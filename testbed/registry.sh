@@ -41,7 +41,10 @@ if [ ! -s "$state/registry/htpasswd" ]; then
 fi
 cp "$here/registry/config.yml" "$state/registry/config.yml"
 
-if [ "$(docker inspect -f '{{.State.Running}}' "$name" 2>/dev/null)" != "true" ]; then
+# A registry started from another checkout (another .testbed: other CA and password) is replaced.
+mounted=$(docker inspect -f '{{range .Mounts}}{{if eq .Destination "/etc/greenlight-registry"}}{{.Source}}{{end}}{{end}}' \
+  "$name" 2>/dev/null || true)
+if [ "$(docker inspect -f '{{.State.Running}}' "$name" 2>/dev/null)" != "true" ] || [ "$mounted" != "$state/registry" ]; then
   docker rm -f "$name" >/dev/null 2>&1 || true
   if ss -ltn "sport = :$host_port" 2>/dev/null | grep -q LISTEN; then
     echo "testbed: port 127.0.0.1:$host_port is already in use; free it or set GREENLIGHT_REGISTRY_PORT" >&2
