@@ -254,21 +254,10 @@ def bed(tmp_path_factory: pytest.TempPathFactory, docker_available: None) -> t.I
             bed.down()
 
 
-def pass_host_port_to_the_app(server: Server) -> None:
-    """WORKAROUND until the proxy role sends `Host $http_host`: nginx's `$host` drops the port, so
-    behind a published port like 127.0.0.1:44123 Django's CSRF check sees Origin
-    http://127.0.0.1:44123 but Host 127.0.0.1 and refuses form posts (403). Servers on ports
-    80/443 are not affected."""
-    server.exec("sed -i 's/proxy_set_header Host \\$host;/proxy_set_header Host $http_host;/; "
-                "s/proxy_set_header X-Forwarded-Host \\$host;/proxy_set_header X-Forwarded-Host $http_host;/' "
-                "/etc/nginx/sites-available/todo.conf && nginx -t 2>/dev/null && nginx -s reload")
-
-
 def test_setup_yaml_prepares_both_servers_over_ssh(bed: Bed) -> None:
     proc = bed.run("ansible-playbook playbooks/setup.yaml -i inventories/staging -i inventories/production")
     assert proc.returncode == 0, tail(proc)
     for server in (bed.staging, bed.production):
-        pass_host_port_to_the_app(server)
         status, _release, body = server.get()
         assert status == 503 and "no release deployed yet" in body
         assert server.exec("test -x /opt/todo/deploy.sh").returncode == 0
