@@ -48,7 +48,7 @@ def test_failed_registry_login_stops_nothing(settled: Server) -> None:
     wrong = new_canary("token")
     load = LoadGenerator(server.port, threads=4, max_seconds=300).start()
     try:
-        run = server.playbook(ROLE_ONLY, "-vvv", extra_vars={"reliability_role": "greenlight.deploy.registry_login",
+        run = server.playbook(ROLE_ONLY, "-vvv", extra_vars={"reliability_roles": ["greenlight.deploy.registry_login"],
                                                              "vault_registry_token": wrong})
         time.sleep(0.5)
     finally:
