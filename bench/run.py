@@ -580,7 +580,7 @@ def write_markdown(path: Path, results: str) -> None:
 def main(argv: t.Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=float, default=TARGET_RATE, help="requests per second (default 200)")
-    parser.add_argument("--threads", type=int, default=128, help="load generator threads (half keep-alive)")
+    parser.add_argument("--threads", type=int, default=256, help="load generator threads (half keep-alive)")
     parser.add_argument("--port", type=int, default=0, help="127.0.0.1 port for glbench-1's nginx (default: free)")
     parser.add_argument("--keep", action="store_true", help="keep the server containers afterwards")
     parser.add_argument("--output", default=str(REPO / "docs" / "BENCHMARKS.md"),
