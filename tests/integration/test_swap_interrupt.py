@@ -74,9 +74,15 @@ def test_kill_9_in_phase_then_rerun_converges(app_host, nginx, tmp_path, phase):
     target = app_host.options(image=image("v2"), release="v2-%s" % phase,
                               pre_switch_commands=["python manage.py migrate --noinput", SLOW_COMMAND], **base)
 
+    killed = dict(target)
+    if phase == "health":
+        # A healthy app passes its gate in well under a second, too short to land a kill in
+        # reliably; a path that never answers 200 keeps the run in the health phase until killed.
+        killed["health_path"] = "/never-healthy"
+
     load = LoadGenerator(nginx.port, threads=4, max_seconds=150).start()
     try:
-        process = start_engine_process(target)
+        process = start_engine_process(killed)
         try:
             holder = wait_for_phase(app_host.lock_file, phase, pid=process.pid)
             time.sleep(0.5)  # well inside the phase
