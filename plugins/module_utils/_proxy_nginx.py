@@ -193,3 +193,79 @@ def verify(url: str, expected_release: str | None, accepted_statuses: t.Sequence
             raise ProxyError("verify through the proxy at %s failed after %d attempts: last answer %s, expected "
                              "release %s" % (url, attempts, last, expected_release))
         time.sleep(interval)
+
+
+# Drain: wait until the proxy holds no connection to the old release
+# --------------------------------------------------------------------------------------------
+TCP_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
+TCP_ESTABLISHED = "01"
+TCP_SYN_SENT = "02"
+NGINX_SHUTTING_DOWN = b"nginx: worker process is shutting down"
+
+
+def _port_of(address: str) -> int:
+    """The port of a /proc/net/tcp address field such as 0100007F:1F41."""
+    return int(address.rsplit(":", 1)[1], 16)
+
+
+def connections_to_port(port: int, tables: t.Sequence[str] = TCP_TABLES) -> int:
+    """Open TCP connections of this network namespace to or from a local port: the proxy's
+    (ESTABLISHED or SYN_SENT towards the port) and the accepting side's (ESTABLISHED on it)."""
+    count = 0
+    for table in tables:
+        try:
+            with open(table, encoding="ascii") as handle:
+                rows = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) < 4:
+                continue
+            try:
+                local, remote = _port_of(fields[1]), _port_of(fields[2])
+            except (IndexError, ValueError):
+                continue
+            state = fields[3]
+            if (remote == port and state in (TCP_ESTABLISHED, TCP_SYN_SENT)) or \
+                    (local == port and state == TCP_ESTABLISHED):
+                count += 1
+    return count
+
+
+def nginx_workers_shutting_down(proc: str = "/proc") -> int:
+    """nginx workers told to quit by a reload that still finish requests (they exit when done)."""
+    count = 0
+    try:
+        entries = os.listdir(proc)
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc, entry, "cmdline"), "rb") as handle:
+                if handle.read(len(NGINX_SHUTTING_DOWN)) == NGINX_SHUTTING_DOWN:
+                    count += 1
+        except OSError:
+            continue
+    return count
+
+
+def wait_drained(port: int | None, max_seconds: float, min_seconds: float = 0.5, interval: float = 0.05,
+                 tables: t.Sequence[str] = TCP_TABLES, proc: str = "/proc") -> dict[str, t.Any]:
+    """After a graceful reload, wait until nothing can still reach the old release: no TCP
+    connection to its port and no nginx worker still shutting down, but at least `min_seconds`
+    (nginx tells its old workers to quit ~0.1 s after the reload; a request they accepted
+    before that opens its upstream connection a moment later) and at most `max_seconds`."""
+    started = time.monotonic()
+    floor = min(min_seconds, max_seconds)
+    while True:
+        elapsed = time.monotonic() - started
+        connections = connections_to_port(port, tables) if port else 0
+        workers = nginx_workers_shutting_down(proc)
+        idle = connections == 0 and workers == 0
+        if (idle and elapsed >= floor) or elapsed >= max_seconds:
+            return {"seconds": round(elapsed, 3), "idle": idle, "connections": connections,
+                    "workers_shutting_down": workers}
+        time.sleep(min(interval, max(0.0, max_seconds - elapsed)))

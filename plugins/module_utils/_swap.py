@@ -45,6 +45,7 @@ from ._proxy_nginx import (
     read_upstream_port,
     switch_upstream,
     verify,
+    wait_drained,
 )
 
 # Label keys (docs/CONTRACTS.md); env values are never put into labels.
@@ -124,7 +125,7 @@ class SwapOptions:
     host_ports: list = dataclasses.field(default_factory=lambda: [8001, 8002])
     health_path: str = "/health"
     health_timeout: float = 60.0
-    health_interval: float = 1.0
+    health_interval: float = 0.25
     health_statuses: list = dataclasses.field(default_factory=lambda: [200])
     pre_switch_commands: list = dataclasses.field(default_factory=list)
     pre_switch_timeout: float = 600.0
@@ -139,7 +140,8 @@ class SwapOptions:
     proxy_reload_command: t.Union[str, list, None] = "nginx -s reload"
     proxy_verify_url: t.Optional[str] = None
     proxy_verify_timeout: float = 10.0
-    drain_seconds: float = 5.0
+    drain_seconds: float = 30.0
+    drain_until_idle: bool = True
     stop_grace_seconds: int = 10
     releases_to_keep: int = 3
     lock_file: t.Optional[str] = None
@@ -799,7 +801,9 @@ class Swap:
                          % (opts.app_name, plan["release"], plan["new_port"], opts.health_path))
             steps.append("point %s at 127.0.0.1:%d and reload the proxy" % (opts.upstream_file, plan["new_port"]))
             if plan["live"]:
-                steps.append("drain %ss, then stop %s (kept for rollback)" % (opts.drain_seconds, _name(plan["live"])))
+                steps.append("drain (%s %ss), then stop %s (kept for rollback)" % (
+                    "until the proxy holds no connection to it, at most" if opts.drain_until_idle else "wait",
+                    opts.drain_seconds, _name(plan["live"])))
         for item in plan["services_plan"]:
             if item["change"]:
                 steps.append("replace service %s" % item["name"] if item["spec"] else "remove service %s" % item["name"])
@@ -942,7 +946,8 @@ class Swap:
             # the file that names the live container, and let in-flight requests finish.
             switch_upstream(self.opts.upstream_file, plan["upstream_port"], self.opts.proxy_test_command,
                             self.opts.proxy_reload_command)
-            time.sleep(self.opts.drain_seconds)
+            for container in others:
+                self._drain(_label(container, LABEL_PORT))
         for container in others:
             if interrupted and container["Id"] == interrupted.get("old_container"):
                 self._stop(container["Id"])  # the previous live release: keep it for rollback
@@ -1190,11 +1195,24 @@ class Swap:
 
         if old:
             started = self._enter("drain")
-            time.sleep(opts.drain_seconds)
+            self.result["drain"] = self._drain(_label(old, LABEL_PORT) or plan["upstream_port"])
             self._leave("drain", started)
             started = self._enter("stop_old")
             self._stop(old["Id"])
             self._leave("stop_old", started)
+
+    def _drain(self, port: t.Any) -> dict[str, t.Any]:
+        """Let the proxy finish what it sent to the old release: until it holds no connection to
+        the old port (drain_until_idle), at most drain_seconds; or a fixed drain_seconds."""
+        opts = self.opts
+        if not opts.drain_until_idle:
+            time.sleep(opts.drain_seconds)
+            return {"seconds": opts.drain_seconds, "idle": None}
+        try:
+            port = int(port) if port is not None else None
+        except (TypeError, ValueError):
+            port = None
+        return wait_drained(port, opts.drain_seconds)
 
     def _switch_back(self, plan: dict[str, t.Any], error: Exception) -> None:
         old = plan["live"]

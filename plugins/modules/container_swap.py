@@ -105,7 +105,7 @@ options:
     description:
       - Seconds between health attempts.
     type: float
-    default: 1
+    default: 0.25
   health_statuses:
     description:
       - HTTP statuses that count as healthy (also used to verify through the proxy).
@@ -183,9 +183,23 @@ options:
     default: 10
   drain_seconds:
     description:
-      - Seconds to wait after the switch before stopping the old container, so in-flight requests finish.
+      - Longest wait after the switch before the old container is stopped, so requests the proxy already sent
+        to it finish.
+      - With O(drain_until_idle=true) the drain usually ends well before this bound; with
+        O(drain_until_idle=false) it is a fixed wait.
     type: float
-    default: 5
+    default: 30
+  drain_until_idle:
+    description:
+      - End the drain as soon as nothing can still reach the old container, at least 0.5 seconds after the
+        switch - no TCP connection to its port is open in the server's network namespace and no nginx
+        worker is still shutting down after the reload (nginx's old workers exit once their in-flight
+        requests are answered).
+      - Set to V(false) when the proxy runs in another network namespace (a containerized nginx, a load
+        balancer on another host): this server cannot see its connections, so only the fixed
+        O(drain_seconds) wait is safe.
+    type: bool
+    default: true
   stop_grace_seconds:
     description:
       - Seconds between SIGTERM and SIGKILL when stopping a container.
@@ -354,6 +368,13 @@ phases:
   returned: always
   type: dict
   sample: {plan: 0.02, lock: 0.01, pre_switch: 2.1, start: 0.3, health: 1.6, switch: 0.1, drain: 5.0}
+drain:
+  description:
+    - How the drain before stopping the old container ended. V(idle) is V(true) when nothing reached the old
+      container any more, V(false) when O(drain_seconds) ran out first, V(null) for a fixed drain.
+  returned: when an old container was drained
+  type: dict
+  sample: {seconds: 0.61, idle: true, connections: 0, workers_shutting_down: 0}
 health_attempts:
   description: Number of health requests sent to the new container.
   returned: always
@@ -406,7 +427,7 @@ def main() -> None:
         host_ports=dict(type="list", elements="int", default=[8001, 8002]),
         health_path=dict(type="str", default="/health"),
         health_timeout=dict(type="float", default=60),
-        health_interval=dict(type="float", default=1),
+        health_interval=dict(type="float", default=0.25),
         health_statuses=dict(type="list", elements="int", default=[200]),
         pre_switch_commands=dict(type="list", elements="raw", default=[]),
         pre_switch_timeout=dict(type="float", default=600),
@@ -421,7 +442,8 @@ def main() -> None:
         proxy_reload_command=dict(type="raw", default="nginx -s reload"),
         proxy_verify_url=dict(type="str"),
         proxy_verify_timeout=dict(type="float", default=10),
-        drain_seconds=dict(type="float", default=5),
+        drain_seconds=dict(type="float", default=30),
+        drain_until_idle=dict(type="bool", default=True),
         stop_grace_seconds=dict(type="int", default=10),
         releases_to_keep=dict(type="int", default=3),
         lock_file=dict(type="path"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import subprocess
 import time
@@ -138,3 +139,37 @@ def test_services_replaced_after_web_is_live(app_host, nginx):
     assert third["container_id"] == second["container_id"]  # web untouched
     assert {c["Labels"]["greenlight.service"] for c in app_host.containers()} >= {"web", "worker"}
     assert "beat" not in {c["Labels"]["greenlight.service"] for c in app_host.containers()}
+
+
+def test_drain_lasts_while_a_request_is_in_flight_and_no_longer(app_host, nginx):
+    """The old release gets SIGTERM once nginx holds no connection to it: at once (0.5 s floor)
+    when it is idle, after the answer when a request is in flight; never the full drain_seconds."""
+    require_images("v1", "v2")
+    fast = dict(static_source=None, drain_seconds=30, stop_grace_seconds=2)
+    run_swap(app_host.options(image=image("v1"), **fast))
+    nginx.wait_release("v1")
+    idle = run_swap(app_host.options(image=image("v2"), **fast))
+    fast["pre_switch_commands"] = []  # the schema is at v2 now
+    print("idle drain:", idle["drain"], "phases:", idle["phases"])
+    assert idle["drain"]["idle"] is True and 0.5 <= idle["phases"]["drain"] < 5
+    nginx.wait_release("v2")
+    [old_web] = app_host.running_web()
+
+    since = time.time()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(lambda: (nginx.get("/slow/?seconds=4", 30), time.time()))
+        time.sleep(0.5)  # the request is on v2 before the swap starts
+        rollback = app_host.options(mode="rollback", **fast)
+        result = run_swap(rollback)
+        (status, release), answered_at = answer.result()
+    print("busy drain:", result["drain"], "phases:", result["phases"])
+    assert (status, release) == (200, "v2")
+    assert result["release"] == "v1" and result["drain"]["idle"] is True
+    assert result["phases"]["drain"] < 15
+    sigterms = [e["timeNano"] / 1e9 for e in docker_events(app_host.app, since, time.time() + 1)
+                if e.get("id") == old_web["Id"] and e.get("Action") == "kill"
+                and e["Actor"]["Attributes"].get("signal") == "15"]
+    assert len(sigterms) == 1, sigterms
+    # 0.2 s: the client reads the answer a moment after nginx closed its upstream connection.
+    assert sigterms[0] > answered_at - 0.2, (sigterms[0], answered_at)
+    assert sigterms[0] < answered_at + 5, (sigterms[0], answered_at)
