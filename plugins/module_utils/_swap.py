@@ -1049,6 +1049,7 @@ class Swap:
         if not plan["changed"]:
             self.result["actions"] = []
             self.result["phases"] = self.phases
+            self._proxy_check()
             return self.result
         self.result["changed"] = True
         self.result["actions"] = self._predict(plan)
@@ -1061,7 +1062,23 @@ class Swap:
         except BaseException as exc:
             self._fail(exc)
             raise SwapError(self.result["msg"], self.result) from (exc if isinstance(exc, Exception) else None)
+        self._proxy_check()
         return self.result
+
+    def _proxy_check(self) -> None:
+        """When nothing verified the proxy in this run (no web swap), ask it once whether it
+        answers, so callers need no smoke check of their own: result proxy_verified. A failed
+        check changes nothing and fails nothing here; proxy_verified is then absent."""
+        opts = self.opts
+        if opts.check_mode or not opts.proxy_verify_url or "proxy_verified" in self.result:
+            return
+        try:
+            status, release = fetch_release(opts.proxy_verify_url, timeout=min(5.0, opts.proxy_verify_timeout))
+        except (OSError, http.client.HTTPException, ValueError):
+            return
+        if status in opts.health_statuses:
+            self.result["proxy_verified"] = {"url": opts.proxy_verify_url, "status": status, "release": release,
+                                             "attempts": 1}
 
     def _fill_result(self, plan: dict[str, t.Any]) -> None:
         live = plan["live"]
@@ -1188,7 +1205,9 @@ class Swap:
         self.result["live_port"] = port
         if opts.proxy_verify_url:
             try:
-                verify(opts.proxy_verify_url, health["release"], opts.health_statuses, opts.proxy_verify_timeout)
+                verified = verify(opts.proxy_verify_url, health["release"], opts.health_statuses,
+                                  opts.proxy_verify_timeout)
+                self.result["proxy_verified"] = dict(verified, url=opts.proxy_verify_url)
             except ProxyError as exc:
                 self._switch_back(plan, exc)
         self._leave("switch", started)

@@ -375,6 +375,15 @@ drain:
   returned: when an old container was drained
   type: dict
   sample: {seconds: 0.61, idle: true, connections: 0, workers_shutting_down: 0}
+proxy_verified:
+  description:
+    - What O(proxy_verify_url) answered in this run - after a swap, the answers from the new release
+      that ended the verification; otherwise (nothing to swap) one request that got an accepted status.
+    - Absent in check mode, without O(proxy_verify_url), or when the proxy did not answer an accepted status
+      on a run that swapped nothing (the run does not fail for it; callers check the proxy themselves).
+  returned: when the proxy answered
+  type: dict
+  sample: {url: "http://127.0.0.1/health", status: 200, release: "3f2c1ab", attempts: 3}
 health_attempts:
   description: Number of health requests sent to the new container.
   returned: always

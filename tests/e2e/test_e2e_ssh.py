@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -342,6 +343,29 @@ def test_deploy_sh_by_hand_over_ssh(bed: Bed) -> None:
     status = bed.ssh(bed.staging, "deploy", "/opt/todo/deploy.sh status")
     assert status.returncode == 0 and "release v2 is live" in status.stdout
     assert bed.staging.records()[-1]["actor"]["user"] == "deploy"
+
+
+def test_a_no_op_deploy_skips_the_smoke_check_that_catches_a_dead_nginx(bed: Bed) -> None:
+    """Re-deploying the live release changes nothing; the engine's own look through nginx makes
+    the playbook's smoke request unnecessary, until nginx does not answer: then the smoke check
+    runs, fails, and says so."""
+    # The task header, the profile_tasks time line, then the host's status.
+    smoke_skipped = re.compile(r"TASK \[Smoke \| Fetch through nginx[^\n]*\n[^\n]*\nskipping: \[staging1\]")
+    containers = bed.staging.web_containers()
+    proc = bed.run(DEPLOY_COMMAND, APP_IMAGE_TAG="v2")
+    assert proc.returncode == 0, tail(proc)
+    assert "- staging1: UNCHANGED | live: v2" in proc.stdout, tail(proc)
+    assert smoke_skipped.search(proc.stdout), tail(proc, 120)
+    bed.staging.exec("systemctl stop nginx")
+    try:
+        proc = bed.run(DEPLOY_COMMAND, APP_IMAGE_TAG="v2")
+    finally:
+        bed.staging.exec("systemctl start nginx")
+    assert proc.returncode != 0
+    assert "- staging1: FAILED in smoke | live: v2" in proc.stdout, tail(proc)
+    assert not smoke_skipped.search(proc.stdout)
+    assert bed.staging.web_containers() == containers
+    assert bed.staging.get()[:2] == (200, "v2")
 
 
 def test_promote_with_git_tags_tags_the_release_commit(bed: Bed) -> None:
