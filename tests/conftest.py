@@ -24,3 +24,29 @@ def docker_available() -> None:
         ["docker", "info"], capture_output=True, check=False
     ).returncode != 0:
         pytest.fail("no Docker engine answers: run `make testbed` (make test does it first)")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the selected Molecule scenarios in the background (tests/molecule_runner.py)."""
+    from molecule_runner import BackgroundScenarios, background_enabled
+
+    scenarios = [item.callspec.params["scenario"] for item in session.items
+                 if getattr(item, "originalname", "") == "test_molecule_scenario" and hasattr(item, "callspec")]
+    if not scenarios or not background_enabled() or session.config.option.collectonly:
+        return
+    if shutil.which("docker") is None or subprocess.run(["docker", "info"], capture_output=True,
+                                                        check=False).returncode != 0:
+        return  # each scenario's test fails on docker_available
+    session.config._greenlight_molecule = BackgroundScenarios(scenarios).start()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    background = getattr(session.config, "_greenlight_molecule", None)
+    if background is not None:
+        background.stop()
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    """Molecule scenario tests last: they only wait for the background runs, which overlap
+    everything before them."""
+    items.sort(key=lambda item: getattr(item, "originalname", "") == "test_molecule_scenario")
