@@ -196,7 +196,7 @@ options:
         worker is still shutting down after the reload (nginx's old workers exit once their in-flight
         requests are answered).
       - Set to V(false) when the proxy runs in another network namespace (a containerized nginx, a load
-        balancer on another host): this server cannot see its connections, so only the fixed
+        balancer on another host). This server cannot see the proxy's connections then, so only the fixed
         O(drain_seconds) wait is safe.
     type: bool
     default: true

@@ -45,3 +45,9 @@ def test_collection_builds_installs_and_lists_plugins(tmp_path) -> None:
     assert plugins, "the collection ships no modules"
     for plugin in plugins:
         assert f"greenlight.deploy.{plugin.stem}" in listing.stdout, listing.stdout
+    # ansible-doc -l lists a module whose DOCUMENTATION is not valid YAML; rendering it does not.
+    for plugin in plugins:
+        doc = subprocess.run([str(VENV_BIN / "ansible-doc"), "-t", "module", f"greenlight.deploy.{plugin.stem}"],
+                             env=env, capture_output=True, text=True, check=False)
+        assert doc.returncode == 0 and "ERROR" not in doc.stderr, (plugin.name, doc.stderr[-2000:])
+        assert "EXAMPLES:" in doc.stdout and "RETURN VALUES:" in doc.stdout, (plugin.name, doc.stdout[-2000:])
