@@ -29,7 +29,6 @@ import os
 import platform
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -41,6 +40,8 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from loadgen import LoadGenerator  # noqa: E402
+sys.path.insert(0, str(REPO / "tests"))
+from gltest import free_port  # noqa: E402  (shared with the test suites)
 
 IMAGE_REPOSITORY = "registry.greenlight.test:5000/greenlight/todo"
 SERVER_IMAGE = "greenlight/server-docker:bookworm"
@@ -386,14 +387,6 @@ def parse_summary(stdout: str) -> dict[str, dict[str, t.Any]]:
         if match and host:
             found[host]["phases"] = {k: float(v) for k, v in re.findall(r"(\w+) ([\d.]+)s", match.group(1))}
     return found
-
-
-def free_port() -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 # ----------------------------------------------------------------------------------------------

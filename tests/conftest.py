@@ -18,11 +18,15 @@ def repo() -> pathlib.Path:
     return REPO
 
 
+def docker_answers() -> bool:
+    return shutil.which("docker") is not None and subprocess.run(
+        ["docker", "info"], capture_output=True, check=False
+    ).returncode == 0
+
+
 @pytest.fixture(scope="session")
 def docker_available() -> None:
-    if shutil.which("docker") is None or subprocess.run(
-        ["docker", "info"], capture_output=True, check=False
-    ).returncode != 0:
+    if not docker_answers():
         pytest.fail("no Docker engine answers: run `make testbed` (make test does it first)")
 
 
@@ -34,8 +38,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                  if getattr(item, "originalname", "") == "test_molecule_scenario" and hasattr(item, "callspec")]
     if not scenarios or not background_enabled() or session.config.option.collectonly:
         return
-    if shutil.which("docker") is None or subprocess.run(["docker", "info"], capture_output=True,
-                                                        check=False).returncode != 0:
+    if not docker_answers():
         return  # each scenario's test fails on docker_available
     session.config._greenlight_molecule = BackgroundScenarios(scenarios).start()
 

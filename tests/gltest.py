@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import socket
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
@@ -17,3 +18,12 @@ def ansible_env(**extra: str) -> dict[str, str]:
     env.setdefault("ANSIBLE_FORCE_COLOR", "false")
     env.update(extra)
     return env
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port

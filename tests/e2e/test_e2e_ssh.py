@@ -23,7 +23,6 @@ import re
 import secrets
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from gltest import REPO, TESTBED_STATE, VENV_BIN, ansible_env
+from gltest import REPO, TESTBED_STATE, VENV_BIN, ansible_env, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
@@ -45,12 +44,6 @@ REGISTRY = "registry.greenlight.test:5000"
 REPOSITORY = f"{REGISTRY}/greenlight/todo"
 PREFIX = "gle2e"
 KEEP = os.environ.get("GREENLIGHT_E2E_KEEP") == "1"  # leave the servers running for a look
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def sh(*argv: str, check: bool = True, **kw: t.Any) -> subprocess.CompletedProcess[str]:

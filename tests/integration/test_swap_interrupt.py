@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import signal
 import stat
-import threading
 import time
-import typing as t
 
 import pytest
 
@@ -57,28 +56,6 @@ def test_two_deploys_at_once(app_host, nginx):
     assert len(blocked) == 1 and blocked[0]["failed_phase"] == "lock"
 
 
-class ThreadWithResult(threading.Thread):
-    def __init__(self, function, *args):
-        super().__init__(daemon=True)
-        self.function, self.args, self.result, self.error = function, args, None, None
-
-    def start(self) -> "ThreadWithResult":
-        super().start()
-        return self
-
-    def run(self) -> None:
-        try:
-            self.result = self.function(*self.args)
-        except Exception as exc:  # reported by join()
-            self.error = exc
-
-    def join(self, timeout: float | None = 30) -> t.Any:
-        super().join(timeout)
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-
 def write_slow_reload(path, real_reload: list[str], seconds: float) -> list[str]:
     """A reload wrapper that sleeps first, so the switch phase is long enough to kill in it."""
     path.write_text("#!/bin/sh\nsleep %s\nexec %s\n" % (seconds, " ".join(real_reload)))
@@ -104,6 +81,7 @@ def test_kill_9_in_phase_then_rerun_converges(app_host, nginx, tmp_path, phase):
         # reliably; a path that never answers 200 keeps the run in the health phase until killed.
         killed["health_path"] = "/never-healthy"
 
+    background = concurrent.futures.ThreadPoolExecutor(1)
     load = LoadGenerator(nginx.port, threads=4, max_seconds=150).start()
     try:
         process = start_engine_process(killed)
@@ -113,7 +91,7 @@ def test_kill_9_in_phase_then_rerun_converges(app_host, nginx, tmp_path, phase):
                 # The drain ends once nginx holds no connection to the old release: a request in
                 # flight on it keeps the run in the drain long enough to be killed there.
                 wait_for_phase(app_host.lock_file, "health", pid=process.pid)
-                slow = ThreadWithResult(nginx.get, "/slow/?seconds=3", 20).start()
+                slow = background.submit(nginx.get, "/slow/?seconds=3", 20)
             holder = wait_for_phase(app_host.lock_file, phase, pid=process.pid)
             time.sleep(0.5)  # well inside the phase
             os.kill(process.pid, signal.SIGKILL)
@@ -124,7 +102,7 @@ def test_kill_9_in_phase_then_rerun_converges(app_host, nginx, tmp_path, phase):
             process.communicate()
         assert process.returncode == -signal.SIGKILL
         if slow is not None:
-            assert slow.join() == (200, "v1")  # answered by the old release, which was not stopped
+            assert slow.result(timeout=30) == (200, "v1")  # answered by the old release, which was not stopped
         assert holder["release"] == "v2-%s" % phase
         assert lock_is_free(app_host.lock_file)
         # Still serving, and nothing blocks the next run.
@@ -137,6 +115,7 @@ def test_kill_9_in_phase_then_rerun_converges(app_host, nginx, tmp_path, phase):
         time.sleep(0.5)
     finally:
         load.stop()
+        background.shutdown(wait=True)
     summary = load.summary()
     print("kill -9 in %s: load %s; re-run phases %s; recovered_from %s; cleaned %s" % (
         phase, summary, result["phases"], result.get("recovered_from"), result.get("cleaned")))

@@ -17,17 +17,16 @@ import base64
 import dataclasses
 import http.client
 import json
-import os
 import secrets
 import shlex
 import subprocess
 import sys
-import threading
 import time
 import typing as t
 from pathlib import Path
 
-from gltest import REPO, TESTBED_STATE, ansible_env
+from cmdline_sampler import CmdlineSampler
+from gltest import REPO, TESTBED_STATE, ansible_env, free_port
 
 sys.path.insert(0, str(REPO / "bench"))
 
@@ -87,15 +86,6 @@ def server_caps() -> list[str]:
     proc = subprocess.run(["bash", "-c", 'source "$1"; printf "%s\\n" "${GREENLIGHT_SERVER_CAPS[@]}"', "bash",
                            str(REPO / "testbed" / "server-run.sh")], capture_output=True, text=True, check=True)
     return proc.stdout.split()
-
-
-def free_port() -> int:
-    import socket
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 class Server:
@@ -334,50 +324,3 @@ class RunningPlaybook:
         output = self.log_file.read_text().split("\n", 1)[1]
         self.server.record_modes(self.what, rc)
         return PlaybookRun(self.argv, rc, output, time.monotonic() - self.started, self.log_file)
-
-
-class CmdlineSampler:
-    """Collects every process command line, inside a server container (one long-lived
-    `docker exec` loop, ~every 20 ms) and on this machine (reading /proc, ~every 10 ms); the same
-    technique as molecule/registry_login/tests/test_token_never_exposed.py."""
-
-    def __init__(self, container: str) -> None:
-        self.container: list[str] = []
-        self.controller: list[str] = []
-        self._stop = threading.Event()
-        self._exec = subprocess.Popen(
-            ["docker", "exec", container, "sh", "-c",
-             'while :; do cat /proc/[0-9]*/cmdline 2>/dev/null | tr "\\0" " "; echo; sleep 0.02; done'],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, errors="replace")
-        self._threads = [threading.Thread(target=self._read_container, daemon=True),
-                         threading.Thread(target=self._read_controller, daemon=True)]
-        for thread in self._threads:
-            thread.start()
-
-    def _read_container(self) -> None:
-        assert self._exec.stdout is not None
-        for line in self._exec.stdout:
-            self.container.append(line)
-
-    def _read_controller(self) -> None:
-        while not self._stop.is_set():
-            sample = []
-            for pid in os.listdir("/proc"):
-                if pid.isdigit():
-                    try:
-                        sample.append(Path("/proc/%s/cmdline" % pid).read_bytes().replace(b"\0", b" "))
-                    except OSError:
-                        pass
-            self.controller.append(b"\n".join(sample).decode(errors="replace"))
-            time.sleep(0.01)
-
-    def stop(self) -> "CmdlineSampler":
-        self._stop.set()
-        self._exec.terminate()
-        self._exec.wait(timeout=10)
-        for thread in self._threads:
-            thread.join(timeout=10)
-        return self
-
-    def saw(self, needle: str) -> bool:
-        return any(needle in s for s in self.container) or any(needle in s for s in self.controller)

@@ -14,7 +14,7 @@ import os
 import pathlib
 import secrets
 import subprocess
-import threading
+import sys
 import time
 
 import pytest
@@ -24,6 +24,9 @@ PROJECT = pathlib.Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 INSTANCE = "gl-registry-login"
 CONFIG = "/home/deploy/.docker/config.json"
+
+sys.path.insert(0, str(PROJECT / "tests"))
+from cmdline_sampler import CmdlineSampler  # noqa: E402  (tests/cmdline_sampler.py, shared with tests/reliability)
 
 
 def password() -> str:
@@ -56,56 +59,10 @@ def config_digest(host) -> str:
     return hashlib.sha256(host.file(CONFIG).content_string.encode()).hexdigest()
 
 
-class CmdlineSampler:
-    """Collects every process command line, inside the server container (one long-lived
-    `docker exec` loop, ~every 20 ms) and on this machine (reading /proc, ~every 10 ms)."""
-
-    def __init__(self) -> None:
-        self.container: list[str] = []
-        self.controller: list[str] = []
-        self._stop = threading.Event()
-        self._exec = subprocess.Popen(
-            ["docker", "exec", INSTANCE, "sh", "-c",
-             'while :; do cat /proc/[0-9]*/cmdline 2>/dev/null | tr "\\0" " "; echo; sleep 0.02; done'],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, errors="replace",
-        )
-        self._threads = [threading.Thread(target=self._read_container, daemon=True),
-                         threading.Thread(target=self._read_controller, daemon=True)]
-        for thread in self._threads:
-            thread.start()
-
-    def _read_container(self) -> None:
-        assert self._exec.stdout is not None
-        for line in self._exec.stdout:
-            self.container.append(line)
-
-    def _read_controller(self) -> None:
-        while not self._stop.is_set():
-            sample = []
-            for pid in os.listdir("/proc"):
-                if pid.isdigit():
-                    try:
-                        sample.append(pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" "))
-                    except OSError:
-                        pass
-            self.controller.append(b"\n".join(sample).decode(errors="replace"))
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._exec.terminate()
-        self._exec.wait(timeout=10)
-        for thread in self._threads:
-            thread.join(timeout=10)
-
-    def saw(self, needle: str) -> bool:
-        return any(needle in s for s in self.container) or any(needle in s for s in self.controller)
-
-
 def test_control_sampler_sees_command_lines(host) -> None:
     """If this fails, the /proc test below proves nothing."""
     marker_inside, marker_outside = f"CONTROL-{secrets.token_hex(8)}", f"CONTROL-{secrets.token_hex(8)}"
-    sampler = CmdlineSampler()
+    sampler = CmdlineSampler(INSTANCE)
     try:
         time.sleep(0.3)
         host.run(f"sh -c 'sleep 0.5' {marker_inside}")
@@ -133,7 +90,7 @@ def test_token_never_on_a_command_line_nor_in_output(host, tmp_path) -> None:
     catch the short-lived `docker login` process itself."""
     for attempt in range(3):
         host.run(f"rm -f {CONFIG}")
-        sampler = CmdlineSampler()
+        sampler = CmdlineSampler(INSTANCE)
         try:
             time.sleep(0.3)
             rc, out = finish(converge(tmp_path, "-vvvv", "--diff"))
