@@ -221,3 +221,23 @@ def test_health_path_or_verify_url_that_is_not_a_url_path_fails_in_preflight(tmp
         task, message = failure(result, host)
         assert task == "Test | Report the outcome" and message.startswith("preflight:"), (host, task, message)
         assert "deploy_script_health_path a URL path" in message, (host, message)
+
+
+# -- the summary file for CI ----------------------------------------------------------------------
+def test_summary_file_is_0600(tmp_path):
+    summary = tmp_path / "summary.json"
+    play = """
+- name: Test | summary
+  hosts: cases
+  gather_facts: false
+  tasks:
+    - name: Test | Record an outcome
+      ansible.builtin.set_fact:
+        _deploy_outcome: {state: deployed, live: v1, release: v1, message: "deployed v1"}
+    - name: Test | Summary
+      ansible.builtin.import_tasks: %s
+""" % (REPO / "playbooks" / "tasks" / "summary.yml")
+    result = run_play(tmp_path, play, {"case": "greenlight_deploy_summary_file: %s\n" % summary})
+    assert failure(result, "case") == (None, ""), result["_output"][-3000:]
+    assert json.loads(summary.read_text())["case"]["release"] == "v1"  # control
+    assert summary.stat().st_mode & 0o777 == 0o600
