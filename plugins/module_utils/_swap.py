@@ -65,10 +65,17 @@ PHASES = ("plan", "lock", "cleanup", "snapshot", "pre_switch", "static", "start"
 # Phases after which the interrupted run may have moved traffic (see _cleanup).
 TRAFFIC_PHASES = ("switch", "drain", "stop_old")
 
-APP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Whole-value patterns end in \Z, not $ (which accepts a trailing newline), and are used with
+# fullmatch, so a value with a newline at its end is refused however a pattern is applied.
+APP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")
+RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 SERVICE_NAME_RE = APP_NAME_RE
-VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]+$")
+VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]+\Z")
+# An origin-form request target (RFC 3986 path and query): what health_path and the path of
+# proxy_verify_url must be, so that a space or a '#' is refused before anything runs.
+_PCHAR = r"(?:[A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})"
+URL_PATH_RE = re.compile(r"^/(?:%s|/)*(?:\?(?:%s|[/?])*)?\Z" % (_PCHAR, _PCHAR))
+VERIFY_URL_RE = re.compile(r"^http://(?:127\.0\.0\.1|localhost)(?::(?P<port>[0-9]{1,5}))?(?P<path>/.*)\Z", re.DOTALL)
 
 # Image reference grammar (distribution/reference, without IPv6 registries).
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
@@ -77,8 +84,17 @@ _PATH_COMPONENT = r"(?:[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)"
 _NAME = r"(?:(?:%s/)?%s(?:/%s)*)" % (_DOMAIN, _PATH_COMPONENT, _PATH_COMPONENT)
 _TAG = r"(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})"
 _DIGEST = r"(?:[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})"
-IMAGE_REFERENCE_RE = re.compile(r"^(?P<name>%s)(?::(?P<tag>%s))?(?:@(?P<digest>%s))?$" % (_NAME, _TAG, _DIGEST))
-IMAGE_ID_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+IMAGE_REFERENCE_RE = re.compile(r"^(?P<name>%s)(?::(?P<tag>%s))?(?:@(?P<digest>%s))?\Z" % (_NAME, _TAG, _DIGEST))
+IMAGE_ID_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
+
+# Docker's env file reader (docker/cli pkg/kvfile) reads lines with bufio.Scanner: split on "\n"
+# only (one "\r" before it dropped), a line of 64 KiB or more refuses the whole file, leading
+# whitespace trimmed with Go's unicode.IsSpace (which, unlike str.isspace, excludes \x1c-\x1f).
+ENV_LINE_MAX_BYTES = 65536
+_GO_SPACES = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
+             "\u2028\u2029\u202f\u205f\u3000"
+# Env values shorter than this are not redacted from container output (see redact()).
+REDACT_MIN_LENGTH = 4
 
 
 class SwapError(Exception):
@@ -163,9 +179,9 @@ def parse_image_reference(reference: str) -> dict[str, t.Optional[str]]:
     """Split an image reference into name, tag and digest; raise ValueError when malformed."""
     if not isinstance(reference, str) or not reference:
         raise ValueError("image must be a non-empty string")
-    if IMAGE_ID_RE.match(reference):
+    if IMAGE_ID_RE.fullmatch(reference):
         return {"name": None, "tag": None, "digest": None, "id": reference}
-    match = IMAGE_REFERENCE_RE.match(reference)
+    match = IMAGE_REFERENCE_RE.fullmatch(reference)
     if match:
         # Like docker: the first part is a registry only when it looks like one; otherwise lowercase.
         first, _sep, rest = match.group("name").partition("/")
@@ -210,7 +226,7 @@ def parse_mount(mount: str) -> tuple[str, str, str]:
         raise ValueError("mount %r must be host:container[:ro|rw]" % (mount,))
     host, container = parts[0], parts[1]
     mode = parts[2] if len(parts) == 3 else "rw"
-    if not (host.startswith("/") or VOLUME_NAME_RE.match(host)):
+    if not (host.startswith("/") or VOLUME_NAME_RE.fullmatch(host)):
         raise ValueError("mount %r: host side must be an absolute path or a volume name" % mount)
     if not container.startswith("/"):
         raise ValueError("mount %r: container side must be an absolute path" % mount)
@@ -261,7 +277,7 @@ def options_from_dict(values: t.Union[dict, SwapOptions]) -> SwapOptions:
 def validate_options(opts: SwapOptions) -> None:
     """Collect every problem into one OptionsError so the user fixes them in one go."""
     errors = []
-    if not isinstance(opts.app_name, str) or not APP_NAME_RE.match(opts.app_name):
+    if not isinstance(opts.app_name, str) or not APP_NAME_RE.fullmatch(opts.app_name):
         errors.append("app_name %r must match %s" % (opts.app_name, APP_NAME_RE.pattern))
     if opts.mode not in ("deploy", "rollback"):
         errors.append("mode must be deploy or rollback, got %r" % (opts.mode,))
@@ -270,9 +286,16 @@ def validate_options(opts: SwapOptions) -> None:
             errors.append("image is required when mode=deploy")
         else:
             try:
-                parse_image_reference(opts.image)
+                tag = parse_image_reference(opts.image)["tag"]
             except ValueError as exc:
                 errors.append(str(exc))
+            else:
+                # The tag becomes the release id (labels, rollback); one that cannot be one would
+                # deploy but never roll back.
+                if opts.release is None and tag and tag != "latest" and not RELEASE_RE.fullmatch(tag):
+                    errors.append("the tag of image %r cannot be a release id (%s: a letter or digit first, at most "
+                                  "64 characters); use such a tag, or name the release with release"
+                                  % (opts.image, RELEASE_RE.pattern))
         if opts.rollback_release is not None:
             errors.append("rollback_release is only used with mode=rollback")
     elif opts.mode == "rollback":
@@ -282,7 +305,7 @@ def validate_options(opts: SwapOptions) -> None:
             errors.append("release is not used with mode=rollback; name the target with rollback_release")
     for key in ("release", "rollback_release"):
         value = getattr(opts, key)
-        if value is not None and (not isinstance(value, str) or not RELEASE_RE.match(value)):
+        if value is not None and (not isinstance(value, str) or not RELEASE_RE.fullmatch(value)):
             errors.append("%s %r must match %s" % (key, value, RELEASE_RE.pattern))
     for mount in opts.mounts:
         try:
@@ -294,8 +317,9 @@ def validate_options(opts: SwapOptions) -> None:
     if (len(opts.host_ports) != 2 or not all(_is_int(p) and 1 <= p <= 65535 for p in opts.host_ports)
             or opts.host_ports[0] == opts.host_ports[1]):
         errors.append("host_ports must be two different ports 1-65535, got %r" % (opts.host_ports,))
-    if not isinstance(opts.health_path, str) or not opts.health_path.startswith("/"):
-        errors.append("health_path must start with /")
+    if not isinstance(opts.health_path, str) or not URL_PATH_RE.fullmatch(opts.health_path):
+        errors.append("health_path must be a URL path starting with / (letters, digits, -._~!$&'()*+,;=:@/?, "
+                      "%%XX escapes; no spaces, '#' or control characters), got %r" % (opts.health_path,))
     for key in ("health_timeout", "health_interval", "pre_switch_timeout", "proxy_verify_timeout", "lock_timeout"):
         value = getattr(opts, key)
         if not _is_number(value) or value <= 0:
@@ -315,8 +339,12 @@ def validate_options(opts: SwapOptions) -> None:
         value = getattr(opts, key)
         if value is not None and value != "" and not _valid_command(value):
             errors.append("%s: %r is not a command" % (key, value))
-    if opts.proxy_verify_url is not None and not re.match(r"^http://(127\.0\.0\.1|localhost)(:\d+)?/", opts.proxy_verify_url):
-        errors.append("proxy_verify_url must be http://127.0.0.1:<port>/<path>, got %r" % opts.proxy_verify_url)
+    if opts.proxy_verify_url is not None:
+        verify_match = VERIFY_URL_RE.fullmatch(opts.proxy_verify_url) if isinstance(opts.proxy_verify_url, str) else None
+        if not (verify_match and URL_PATH_RE.fullmatch(verify_match.group("path"))
+                and 1 <= int(verify_match.group("port") or 80) <= 65535):
+            errors.append("proxy_verify_url must be http://127.0.0.1:<port>/<path> with a URL path (no spaces, '#' "
+                          "or control characters), got %r" % (opts.proxy_verify_url,))
     if opts.static_source is not None and not (isinstance(opts.static_source, str) and opts.static_source.startswith("/")):
         errors.append("static_source must be an absolute path inside the image")
     for key in ("app_dir", "env_file", "static_root", "sqlite_path", "backups_dir", "upstream_file", "lock_file",
@@ -326,7 +354,7 @@ def validate_options(opts: SwapOptions) -> None:
             errors.append("%s must be an absolute path, got %r" % (key, value))
     names = set()
     for service in opts.services:
-        if not isinstance(service.name, str) or not SERVICE_NAME_RE.match(service.name):
+        if not isinstance(service.name, str) or not SERVICE_NAME_RE.fullmatch(service.name):
             errors.append("services: name %r must match %s" % (service.name, SERVICE_NAME_RE.pattern))
         elif service.name in RESERVED_SERVICES:
             errors.append("services: name %r is reserved" % service.name)
@@ -354,10 +382,20 @@ def parse_env_file(content: str, environ: t.Optional[t.Mapping[str, str]] = None
     takes the value from the environment. Errors name the line number, never a value."""
     environ = os.environ if environ is None else environ
     result = []
-    for number, raw_line in enumerate(content.splitlines(), 1):
-        line = raw_line.lstrip(" \t")
-        if number == 1:
-            line = line.lstrip("\ufeff")
+    lines = content.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    for number, raw_line in enumerate(lines, 1):
+        # Not str.splitlines: it also splits on \v \f \x1c-\x1e \x85 U+2028 U+2029, so a value
+        # holding one of them would turn into a second variable that Docker never sees.
+        if len(raw_line.encode("utf-8")) >= ENV_LINE_MAX_BYTES:
+            raise ValueError("env file line %d is 64 KiB or longer; docker --env-file refuses such a file" % number)
+        if raw_line.endswith("\r"):
+            raw_line = raw_line[:-1]
+        line = raw_line
+        if number == 1 and line.startswith("\ufeff"):
+            line = line[1:]
+        line = line.lstrip(_GO_SPACES)
         if not line or line.startswith("#"):
             continue
         key, has_value, value = line.partition("=")
@@ -615,7 +653,23 @@ def _running(container: dict[str, t.Any]) -> bool:
 
 
 def _tail(text: str, lines: int = 50) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])
+    return "\n".join(text.rstrip().split("\n")[-lines:])
+
+
+def redact(text: str, env: t.Sequence[str]) -> str:
+    """`text` with every env value (KEY=value entries, values of REDACT_MIN_LENGTH characters or
+    more) replaced by [redacted KEY]. The engine cannot tell secrets from plain settings, so every
+    value of the env file is treated as a secret; one pass, longest value first, so a marker is
+    never redacted again and a value holding another is replaced whole."""
+    names: dict[str, str] = {}
+    for item in env:
+        key, _sep, value = item.partition("=")
+        if len(value) >= REDACT_MIN_LENGTH:
+            names.setdefault(value, key)
+    if not names or not text:
+        return text
+    pattern = re.compile("|".join(re.escape(value) for value in sorted(names, key=len, reverse=True)))
+    return pattern.sub(lambda match: "[redacted %s]" % names[match.group(0)], text)
 
 
 class Swap:
@@ -860,6 +914,11 @@ class Swap:
         except DockerError as exc:
             self.log("could not remove %s: %s" % (container_id[:12], exc))
 
+    def _logs(self, container_id: str, lines: int = 50) -> str:
+        """The last lines a container printed, with every env value redacted (an app may print its
+        secrets, and these lines reach messages, results, releases.jsonl and CI logs)."""
+        return _tail(redact(self.docker.container_logs(container_id, tail=lines), self.env), lines)
+
     def _run_one_off(self, image_id: str, release: str, command: t.Any) -> str:
         name = self._container_name("pre-switch", release)
         config = self._container_config(image_id, release, "pre-switch", None, command=command, restart=False)
@@ -872,11 +931,10 @@ class Swap:
                 status = self.docker.wait_container(container_id, timeout=self.opts.pre_switch_timeout)
             except DockerError as exc:
                 raise SwapError("pre-switch command `%s` did not finish within %ss (%s); output:\n%s"
-                                % (argv, self.opts.pre_switch_timeout, exc,
-                                   _tail(self.docker.container_logs(container_id, tail=50))))
-            output = self.docker.container_logs(container_id, tail=50)
+                                % (argv, self.opts.pre_switch_timeout, exc, self._logs(container_id)))
+            output = self._logs(container_id)
             if status != 0:
-                raise SwapError("pre-switch command `%s` exited %d; last output:\n%s" % (argv, status, _tail(output)))
+                raise SwapError("pre-switch command `%s` exited %d; last output:\n%s" % (argv, status, output))
             return output
         finally:
             self._remove_quietly(container_id)
@@ -914,14 +972,14 @@ class Swap:
             state = self.docker.inspect_container(container_id).get("State") or {}
             if not state.get("Running"):
                 raise SwapError("the new container exited (code %s) before it became healthy; last log lines:\n%s"
-                                % (state.get("ExitCode"), _tail(self.docker.container_logs(container_id, 50))))
+                                % (state.get("ExitCode"), self._logs(container_id)))
             if (state.get("Health") or {}).get("Status") == "unhealthy":
                 raise SwapError("Docker reports the new container unhealthy; last log lines:\n%s"
-                                % _tail(self.docker.container_logs(container_id, 50)))
+                                % self._logs(container_id))
             if time.monotonic() >= deadline:
                 raise SwapError("health check %s failed for %ss (%d attempts, last: %s); last log lines of the new "
                                 "container:\n%s" % (url, opts.health_timeout, self.result["health_attempts"], last,
-                                                    _tail(self.docker.container_logs(container_id, 50))))
+                                                    self._logs(container_id)))
             time.sleep(opts.health_interval)
 
     def _stop(self, container_id: str) -> None:
@@ -983,8 +1041,7 @@ class Swap:
                 state = self.docker.inspect_container(container_id).get("State") or {}
                 if not state.get("Running"):
                     raise SwapError("service %s exited right after start (code %s); last log lines:\n%s"
-                                    % (spec.name, state.get("ExitCode"),
-                                       _tail(self.docker.container_logs(container_id, 50))))
+                                    % (spec.name, state.get("ExitCode"), self._logs(container_id)))
             except BaseException:
                 self._remove_quietly(container_id)
                 if spec.singleton:

@@ -60,8 +60,9 @@ from ._swap import (
 )
 
 PROG = "deploy.sh"
-TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+# A tag deploy.sh accepts is also a release id (rollback needs one); \Z, not $ (no trailing newline).
+TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 # Options the command line decides; deploy.json holds every other engine option.
 PER_RUN_OPTIONS = ("image", "mode", "rollback_release", "release", "actor", "check_mode")
 

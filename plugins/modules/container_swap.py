@@ -94,6 +94,7 @@ options:
   health_path:
     description:
       - Path polled on the new container before the switch.
+      - A URL path with an optional query (no spaces, C(#) or control characters), checked before anything runs.
     type: str
     default: /health
   health_timeout:

@@ -22,7 +22,7 @@ import typing as t
 
 import yaml
 
-KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: no trailing newline
 
 
 class YamlEditError(Exception):

@@ -31,7 +31,7 @@ DEPLOY_CASES: dict[str, tuple[dict[str, t.Any], str]] = {
                          "greenlight_web_ports must be two different ports 1-65535"),
     "container-port": ({"app_image_tag": "v2", "greenlight_container_port": "http"}, "greenlight_container_port"),
     "health-path": ({"app_image_tag": "v2", "deploy_script_health_path": "health"},
-                    "deploy_script_health_path start with '/'"),
+                    "deploy_script_health_path a URL path starting with '/'"),
     "app-name-dotdot": ({"app_image_tag": "v2", "greenlight_app_name": "../etc"},
                         "greenlight_app_name must be set (group_vars) to lower-case letters"),
     "app-name-space": ({"app_image_tag": "v2", "greenlight_app_name": "my app"},
