@@ -160,9 +160,16 @@ def read_options(config: dict[str, t.Any]) -> t.Any:
 
 
 def image_reference(argument: str, repository: str | None) -> str:
-    """`v2` -> repo:v2, `sha256:<64 hex>` -> repo@sha256:..., `registry/repo:tag` kept as is."""
+    """`v2` -> repo:v2, `sha256:<64 hex>` -> repo@sha256:..., `registry/repo:tag` kept as is when it
+    names the configured repository: the caller (the deploy user, through sudo) picks a release of
+    the app, never an image from elsewhere to run with the app's secrets and mounts."""
     if "/" in argument or "@" in argument:
         reference = argument
+        name = re.split(r"@", reference, maxsplit=1)[0]
+        name = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+        if not repository or name != repository:
+            raise CliError("%s is not an image of %s (image_repository); deploy.sh deploys a tag or digest of "
+                           "that repository only" % (reference, repository or "the configured repository"))
     elif DIGEST_RE.match(argument):
         if not repository:
             raise CliError("image_repository is not set in the configuration; pass a full reference "

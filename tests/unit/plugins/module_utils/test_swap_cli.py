@@ -184,3 +184,26 @@ def test_restore_takes_only_a_snapshot_of_the_backup_directory(tmp_path: Path) -
     for forged in (str(outside), str(backups / ".." / outside.name), str(planted)):
         with pytest.raises(CliError, match="backup"):
             _swap_cli.snapshot_in_backups(forged, str(backups))
+
+
+@pytest.mark.parametrize("argument, expected", [
+    ("v2", "registry.example.com/team/todo:v2"),
+    ("sha256:" + "a" * 64, "registry.example.com/team/todo@sha256:" + "a" * 64),
+    ("registry.example.com/team/todo:v3", "registry.example.com/team/todo:v3"),
+    ("registry.example.com/team/todo@sha256:" + "b" * 64, "registry.example.com/team/todo@sha256:" + "b" * 64),
+])
+def test_image_reference_of_the_configured_repository(argument: str, expected: str) -> None:
+    assert _swap_cli.image_reference(argument, "registry.example.com/team/todo") == expected
+
+
+@pytest.mark.parametrize("argument", [
+    "docker.io/attacker/evil:latest",
+    "registry.example.com/team/todo-evil:v1",
+    "registry.example.com/team/other:v1",
+    "evil.example.com/team/todo:v1",
+    "registry.example.com/team/todo/sub:v1",
+])
+def test_image_reference_from_elsewhere_is_refused(argument: str) -> None:
+    """Root would run it with the app's env file and mounts: only the app's repository."""
+    with pytest.raises(CliError, match="image_repository"):
+        _swap_cli.image_reference(argument, "registry.example.com/team/todo")
