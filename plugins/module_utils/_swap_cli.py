@@ -487,11 +487,29 @@ def cmd_status(config: dict[str, t.Any], args: argparse.Namespace) -> int:
                 "container": (container.get("Names") or ["?"])[0].lstrip("/"), "state": container.get("State"),
                 "port": labels.get(LABEL_PORT)}
 
+    def describe_live(container: dict[str, t.Any]) -> dict[str, t.Any]:
+        """The live container as Docker runs it: its image id and that image's registry digest
+        (what promote.yaml deploys elsewhere; never releases.jsonl, which the deploy user can write)."""
+        info = describe(container)
+        info["image_id"] = container.get("ImageID")
+        info["image_digest"] = None
+        info["since"] = datetime.datetime.fromtimestamp(container.get("Created") or 0, datetime.timezone.utc) \
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+        if info["image_id"]:
+            try:
+                digests = DockerClient(opts.docker_socket).inspect_image(info["image_id"]).get("RepoDigests") or []
+            except DockerError:
+                digests = []
+            repository = config.get("image_repository")
+            ours = [d for d in digests if repository and d.split("@", 1)[0] == repository]
+            info["image_digest"] = (ours or digests or [None])[0]
+        return info
+
     status = {
         "app": opts.app_name,
         "host": socket.gethostname(),
         "upstream_port": port,
-        "live": describe(live) if live else None,
+        "live": describe_live(live) if live else None,
         "kept": [describe(c) for c in webs if live is None or c["Id"] != live["Id"]],
         "lock": holder,
         "releases_log": opts.releases_log,
