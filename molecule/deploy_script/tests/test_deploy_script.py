@@ -74,9 +74,9 @@ def test_sudo_rule_covers_only_the_root_owned_script(host) -> None:
     # and reload), runs deploy.sh without a password, and refuses anything else.
     listed = host.run("sudo -u deploy sudo -n -l")
     assert listed.rc == 0, listed.stderr
-    commands = [line.strip() for line in listed.stdout.splitlines() if "NOPASSWD:" in line]
-    assert commands == [f"(root) NOPASSWD: {INSTALL_DIR}/deploy.sh",
-                        "(root) NOPASSWD: /usr/sbin/nginx -t, /usr/sbin/nginx -s reload"], listed.stdout
+    commands = sorted(line.strip() for line in listed.stdout.splitlines() if "NOPASSWD:" in line)
+    assert commands == sorted([f"(root) NOPASSWD: {INSTALL_DIR}/deploy.sh",
+                               "(root) NOPASSWD: /usr/sbin/nginx -t, /usr/sbin/nginx -s reload"]), listed.stdout
     ran = host.run(f"cd / && sudo -u deploy sudo -n {INSTALL_DIR}/deploy.sh status --json")
     assert ran.rc == 0, ran.stderr
     assert json.loads(ran.stdout)["app"] == "todo"
@@ -285,6 +285,8 @@ def test_status_never_reads_through_a_planted_symlink(host, path: str) -> None:
 # closed by the O_NOFOLLOW / lchown work on _swap.py (issue 10, "symlinks" helper); these fail
 # until that lands, whatever the engine then does (refuse or replace the link), as long as the
 # root-only file stays untouched.
+@pytest.mark.xfail(strict=True, reason="needs the O_NOFOLLOW/owner checks of _swap.py (issue 10, data helper); "
+                                        "remove this marker when they land")
 @pytest.mark.parametrize("path", [f"{APP_DIR}/releases.jsonl", f"{APP_DIR}/deploy.lock", f"{APP_DIR}/backups",
                                   "/var/www/todo/static/lists"])
 def test_deploy_never_writes_through_a_planted_symlink(host, path: str) -> None:
