@@ -9,7 +9,7 @@
 
 Standard library only. The role ``greenlight.deploy.deploy_script`` copies this file with the
 engine (``_swap.py``, ``_docker_api.py``, ``_proxy_nginx.py``) into ``/opt/<app>/lib/greenlight/``
-and renders the engine options into ``/opt/<app>/deploy.json`` from the same variables that
+and renders the engine options into ``deploy.json`` beside them from the same variables that
 ``playbooks/deploy.yaml`` passes to the ``container_swap`` module, so a deploy by hand over SSH and
 a deploy from CI do exactly the same thing. Usage::
 
@@ -19,19 +19,28 @@ a deploy from CI do exactly the same thing. Usage::
     deploy.sh restore-database RELEASE                     # used by rollback.yaml
 
 Everything that decides or changes what serves lives in ``_swap.run_swap``; this file parses
-arguments, pulls the image with ``docker pull`` (the deploy user's registry login, so the engine
-never sees a registry password) and prints the result.
+arguments, pulls the image with ``docker pull`` (the root-owned registry login that
+``registry_login`` made, so the engine never sees a registry password) and prints the result.
+
+Root runs this through a sudo rule that lets the deploy user pass any arguments, so nothing the
+caller passes or can write chooses what root runs or where it writes: the configuration path is
+fixed by the root-owned ``deploy.sh`` (``main(argv, config_path=...)``; no option names a file,
+no option may be abbreviated), ``deploy.json`` and the Docker client directory must be changeable
+by root only, and the files in the deploy user's app directory (``releases.jsonl``,
+``deploy.lock``, ``backups/``) are never followed through a symlink.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import errno
 import fcntl
 import json
 import os
 import re
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -92,8 +101,40 @@ def _err(text: str) -> None:
 # --------------------------------------------------------------------------------------------
 # Configuration and image references
 # --------------------------------------------------------------------------------------------
+def check_root_only(path: str, setting: str) -> None:
+    """Refuse a file root reads commands or credentials from unless only root (the user running
+    this) can change it: the file and every directory above it, along the path as written and
+    along its resolved path, belong to root and are writable by nobody else (a sticky directory
+    such as /tmp above it is fine: others cannot rename what is in it)."""
+    euid = os.geteuid()
+    for chain_start in (os.path.abspath(path), os.path.realpath(path)):
+        current = chain_start
+        while True:
+            try:
+                info = os.lstat(current)
+            except OSError as exc:
+                raise CliError("cannot read %s (%s): %s" % (current, setting, exc.strerror), EXIT_FAILED)
+            problem = None
+            if info.st_uid not in (0, euid):
+                problem = "belongs to uid %d" % info.st_uid
+            elif not stat.S_ISLNK(info.st_mode) and info.st_mode & 0o022 and not (
+                    current != chain_start and stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX):
+                problem = "is writable by %s" % ("group and others" if info.st_mode & 0o022 == 0o022
+                                                 else "its group" if info.st_mode & 0o020 else "others")
+            if problem:
+                raise CliError("refusing %s (%s): %s %s, but deploy.sh runs as root and must only use files "
+                               "that root alone can change; re-run playbooks/setup.yaml (roles deploy_script "
+                               "and registry_login) or fix the owner and mode" % (path, setting, current, problem),
+                               EXIT_FAILED)
+            parent = os.path.dirname(current)
+            if parent == current:
+                break
+            current = parent
+
+
 def load_config(path: str) -> dict[str, t.Any]:
     """deploy.json: {"swap": {engine options}, "image_repository": ..., "docker_config": ...}."""
+    check_root_only(path, "deploy.json")
     try:
         with open(path, encoding="utf-8") as handle:
             config = json.load(handle)
@@ -120,9 +161,16 @@ def read_options(config: dict[str, t.Any]) -> t.Any:
 
 
 def image_reference(argument: str, repository: str | None) -> str:
-    """`v2` -> repo:v2, `sha256:<64 hex>` -> repo@sha256:..., `registry/repo:tag` kept as is."""
+    """`v2` -> repo:v2, `sha256:<64 hex>` -> repo@sha256:..., `registry/repo:tag` kept as is when it
+    names the configured repository: the caller (the deploy user, through sudo) picks a release of
+    the app, never an image from elsewhere to run with the app's secrets and mounts."""
     if "/" in argument or "@" in argument:
         reference = argument
+        name = re.split(r"@", reference, maxsplit=1)[0]
+        name = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+        if not repository or name != repository:
+            raise CliError("%s is not an image of %s (image_repository); deploy.sh deploys a tag or digest of "
+                           "that repository only" % (reference, repository or "the configured repository"))
     elif DIGEST_RE.match(argument):
         if not repository:
             raise CliError("image_repository is not set in the configuration; pass a full reference "
@@ -143,10 +191,18 @@ def image_reference(argument: str, repository: str | None) -> str:
 
 
 def pull(reference: str, config: dict[str, t.Any]) -> None:
-    """`docker pull` with the deploy user's registry login (DOCKER_CONFIG), output to stderr."""
-    env = dict(os.environ)
-    if config.get("docker_config"):
-        env["DOCKER_CONFIG"] = config["docker_config"]
+    """`docker pull` with the root-owned registry login (DOCKER_CONFIG), output to stderr.
+
+    The Docker client runs helpers its configuration names (credsStore, credHelpers, CLI plugins,
+    contexts), so root uses only a client directory that root alone can change."""
+    docker_config = config.get("docker_config")
+    if not docker_config:
+        raise CliError("deploy.json names no docker_config (the root-owned Docker client directory with the "
+                       "registry login); re-run playbooks/setup.yaml (role deploy_script)", EXIT_FAILED)
+    check_root_only(docker_config, "docker_config")
+    if os.path.lexists(os.path.join(docker_config, "config.json")):
+        check_root_only(os.path.join(docker_config, "config.json"), "docker_config")
+    env = dict(os.environ, DOCKER_CONFIG=docker_config)
     argv = [config.get("docker_command") or "docker", "pull", reference]
     if not sys.stderr.isatty():
         argv.insert(2, "--quiet")  # layer progress is only useful on a terminal
@@ -163,12 +219,28 @@ def pull(reference: str, config: dict[str, t.Any]) -> None:
 # --------------------------------------------------------------------------------------------
 # Reading the server's state (status, restore-database)
 # --------------------------------------------------------------------------------------------
+def _open_no_symlink(path: str, what: str) -> int:
+    """A read-only descriptor of a state file in the deploy user's app directory, never through a
+    symlink planted there (root would read, and print, a file of the link's choosing)."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CliError("refusing to read %s (%s): it is a symlink; deploy.sh runs as root and does not "
+                           "follow links in the app directory. Remove the link and re-run playbooks/setup.yaml"
+                           % (path, what), EXIT_FAILED)
+        raise
+
+
 def read_records(path: str, limit: int | None = None) -> list[dict[str, t.Any]]:
     try:
-        with open(path, encoding="utf-8") as handle:
-            lines = handle.readlines()
+        fd = _open_no_symlink(path, "releases log")
     except FileNotFoundError:
         return []
+    with open(fd, encoding="utf-8") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise CliError("refusing to read %s (releases log): not a regular file" % path, EXIT_FAILED)
+        lines = handle.readlines()
     records = []
     for line in lines[-limit:] if limit else lines:
         try:
@@ -197,18 +269,36 @@ def web_containers(opts: t.Any) -> tuple[dict[str, t.Any] | None, list[dict[str,
 def lock_holder(lock_file: str) -> dict[str, t.Any] | None:
     """The holder's details when another process holds the deploy lock, else None."""
     try:
-        fd = os.open(lock_file, os.O_RDONLY)
+        fd = _open_no_symlink(lock_file, "deploy lock")
     except FileNotFoundError:
         return None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CliError("refusing to read %s (deploy lock): not a regular file" % lock_file, EXIT_FAILED)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
-            return DeployLock.read_holder(lock_file) or {"pid": "unknown"}
+            return _holder_details(fd) or {"pid": "unknown"}
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
         os.close(fd)
+
+
+def _holder_details(fd: int) -> dict[str, t.Any] | None:
+    """What the holder wrote into the lock file (read from the descriptor opened without
+    following links; the holder may be rewriting it right now)."""
+    for _attempt in range(5):
+        content = os.pread(fd, 65536, 0).decode("utf-8", "replace")
+        if content.strip():
+            try:
+                holder = json.loads(content)
+            except ValueError:
+                holder = None
+            if isinstance(holder, dict):
+                return holder
+        time.sleep(0.02)
+    return None
 
 
 def snapshot_before_leaving(records: list[dict[str, t.Any]], release: str) -> dict[str, t.Any] | None:
@@ -219,6 +309,25 @@ def snapshot_before_leaving(records: list[dict[str, t.Any]], release: str) -> di
                 and record.get("release") != release and record.get("snapshot"):
             return record
     return None
+
+
+def snapshot_in_backups(snapshot: t.Any, backups_dir: str) -> str:
+    """The snapshot path of a releases.jsonl record, accepted only as a regular file (no symlink)
+    directly in the backup directory: the deploy user can write that log, and root copies the
+    snapshot over the database."""
+    name = os.path.basename(str(snapshot))
+    if not isinstance(snapshot, str) or os.path.normpath(os.path.dirname(snapshot)) != os.path.normpath(backups_dir) \
+            or name in ("", ".", ".."):
+        raise CliError("refusing snapshot %r from the releases log: not a file of the backup directory %s"
+                       % (snapshot, backups_dir), EXIT_FAILED)
+    try:
+        info = os.lstat(snapshot)
+    except FileNotFoundError:
+        return snapshot  # reported as pruned by the caller
+    if not stat.S_ISREG(info.st_mode):
+        raise CliError("refusing snapshot %s: not a regular file of the backup directory %s (a symlink?)"
+                       % (snapshot, backups_dir), EXIT_FAILED)
+    return snapshot
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,7 +435,7 @@ def _restore(config: dict[str, t.Any], release: str | None, args: argparse.Names
     if not record:
         raise CliError("%s has no snapshot taken when release %s was replaced; nothing restored"
                        % (opts.releases_log, release), EXIT_FAILED)
-    snapshot = record["snapshot"]
+    snapshot = snapshot_in_backups(record["snapshot"], opts.backups_dir)
     if not os.path.exists(snapshot):
         raise CliError("snapshot %s (taken before release %s) is gone (pruned, backups_to_keep=%d); nothing "
                        "restored" % (snapshot, record.get("release"), opts.backups_to_keep), EXIT_FAILED)
@@ -379,11 +488,29 @@ def cmd_status(config: dict[str, t.Any], args: argparse.Namespace) -> int:
                 "container": (container.get("Names") or ["?"])[0].lstrip("/"), "state": container.get("State"),
                 "port": labels.get(LABEL_PORT)}
 
+    def describe_live(container: dict[str, t.Any]) -> dict[str, t.Any]:
+        """The live container as Docker runs it: its image id and that image's registry digest
+        (what promote.yaml deploys elsewhere; never releases.jsonl, which the deploy user can write)."""
+        info = describe(container)
+        info["image_id"] = container.get("ImageID")
+        info["image_digest"] = None
+        info["since"] = datetime.datetime.fromtimestamp(container.get("Created") or 0, datetime.timezone.utc) \
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+        if info["image_id"]:
+            try:
+                digests = DockerClient(opts.docker_socket).inspect_image(info["image_id"]).get("RepoDigests") or []
+            except DockerError:
+                digests = []
+            repository = config.get("image_repository")
+            ours = [d for d in digests if repository and d.split("@", 1)[0] == repository]
+            info["image_digest"] = (ours or digests or [None])[0]
+        return info
+
     status = {
         "app": opts.app_name,
         "host": socket.gethostname(),
         "upstream_port": port,
-        "live": describe(live) if live else None,
+        "live": describe_live(live) if live else None,
         "kept": [describe(c) for c in webs if live is None or c["Id"] != live["Id"]],
         "lock": holder,
         "releases_log": opts.releases_log,
@@ -419,52 +546,62 @@ COMMANDS = ("deploy", "rollback", "status", "restore-database")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """No option names a file and none may be abbreviated: root runs this for the deploy user
+    (sudo), with the configuration deploy.sh fixes."""
     parser = argparse.ArgumentParser(
-        prog=PROG,
+        prog=PROG, allow_abbrev=False,
         description="Deploy, roll back or inspect this server's app with the greenlight swap engine "
                     "(the same engine as the greenlight.deploy.container_swap module).",
         epilog="Examples: deploy.sh 3f2c1ab | deploy.sh sha256:<digest> | deploy.sh rollback | "
                "deploy.sh rollback v1 | deploy.sh status")
-    parser.add_argument("--config", required=True, help="deploy.json written by greenlight.deploy.deploy_script")
     sub = parser.add_subparsers(dest="command", metavar="{deploy,rollback,status,restore-database}")
 
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument("--json", action="store_true", help="print the result as one JSON object")
     common.add_argument("--actor", help="free text recorded in releases.jsonl (default: $GREENLIGHT_DEPLOY_ACTOR)")
 
-    deploy = sub.add_parser("deploy", parents=[common], help="pull an image and put it live")
+    deploy = sub.add_parser("deploy", parents=[common], allow_abbrev=False, help="pull an image and put it live")
     deploy.add_argument("image", help="tag, sha256:<digest>, or a full image reference")
     deploy.add_argument("--release", help="release id to record (default: the tag, or 12 digits of the digest)")
     deploy.add_argument("--check", action="store_true", help="say what would change, change nothing")
     deploy.add_argument("--no-pull", action="store_true", help="use the image already on the server")
 
-    rollback = sub.add_parser("rollback", parents=[common], help="put a kept earlier release live again")
+    rollback = sub.add_parser("rollback", parents=[common], allow_abbrev=False,
+                              help="put a kept earlier release live again")
     rollback.add_argument("release", nargs="?", help="release id (default: the previous release)")
     rollback.add_argument("--restore-database", action="store_true",
                           help="afterwards restore the database snapshot taken when that release was replaced "
                                "(writes made since are LOST)")
     rollback.add_argument("--check", action="store_true", help="say what would change, change nothing")
 
-    status = sub.add_parser("status", parents=[common], help="live release, kept releases, lock, last records")
+    status = sub.add_parser("status", parents=[common], allow_abbrev=False,
+                            help="live release, kept releases, lock, last records")
     status.add_argument("--last", type=int, default=5, help="number of releases.jsonl records to show")
 
-    restore = sub.add_parser("restore-database", parents=[common],
+    restore = sub.add_parser("restore-database", parents=[common], allow_abbrev=False,
                              help="restore the snapshot taken when RELEASE was replaced (RELEASE must be live)")
     restore.add_argument("release")
     restore.add_argument("--check", action="store_true", help="say what would be restored, change nothing")
     return parser
 
 
-def main(argv: t.Sequence[str] | None = None) -> int:
+def main(argv: t.Sequence[str] | None = None, config_path: str | None = None) -> int:
+    """deploy.sh's entry point. `config_path` is deploy.json, fixed by the root-owned deploy.sh
+    that calls this; no argument can name another one."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not config_path:
+        _err("%s: run %s through the deploy.sh that greenlight.deploy.deploy_script installed "
+             "(it fixes the configuration file)" % (PROG, PROG))
+        return EXIT_USAGE
     # `deploy.sh v2 --check` is short for `deploy.sh deploy v2 --check` (options may come first).
-    rest = argv[2:] if argv[:1] == ["--config"] else argv
-    head = argv[:len(argv) - len(rest)]
-    words = [a for a in rest if not a.startswith("-")]
-    if words and words[0] not in COMMANDS and "-h" not in rest and "--help" not in rest:
-        argv = head + ["deploy"] + rest
+    words = [a for a in argv if not a.startswith("-")]
+    if words and words[0] not in COMMANDS and "-h" not in argv and "--help" not in argv:
+        argv = ["deploy"] + argv
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors and --help
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if not args.command:
         parser.print_usage(sys.stderr)
         _err("%s: name an image tag or digest to deploy, or rollback / status" % PROG)
@@ -472,7 +609,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
     handlers = {"deploy": cmd_deploy, "rollback": cmd_rollback, "status": cmd_status,
                 "restore-database": cmd_restore_database}
     try:
-        config = load_config(args.config)
+        config = load_config(config_path)
         return handlers[args.command](config, args)
     except CliError as exc:
         _err("%s: %s" % (PROG, exc))
@@ -489,4 +626,4 @@ def main(argv: t.Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main())  # refuses: only deploy.sh knows the configuration file

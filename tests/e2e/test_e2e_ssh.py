@@ -279,8 +279,18 @@ def test_functional_tests_pass_against_staging(bed: Bed) -> None:
 
 
 def test_promote_puts_the_same_digest_on_production(bed: Bed) -> None:
-    proc = bed.run(PROMOTE_COMMAND)
+    staging = bed.staging.records()[-1]
+    # releases.jsonl is the deploy user's to write: a forged last line (another digest, another
+    # release) must not change what is promoted; promote reads the live container's image.
+    forged = dict(staging, release="forged", image_digest=f"{REPOSITORY}@sha256:{'0' * 64}")
+    bed.staging.exec("printf '%s\\n' " + shlex.quote(json.dumps(forged)) + " >> /opt/todo/releases.jsonl", user="deploy")
+    assert bed.staging.records()[-1]["release"] == "forged"
+    try:
+        proc = bed.run(PROMOTE_COMMAND)
+    finally:
+        bed.staging.exec("sed -i '$d' /opt/todo/releases.jsonl")
     assert proc.returncode == 0, tail(proc)
+    assert "forged" not in proc.stdout
     assert bed.production.live_release() == "v1"
     staging = bed.staging.records()[-1]
     production = bed.production.records()[-1]

@@ -7,7 +7,7 @@ published on 127.0.0.1 only; Ansible reaches it with `docker exec` (community.do
 or over SSH (on the greenlight-test network) in the connection-drop test.
 
 Every playbook run goes through :meth:`Server.playbook`, which afterwards records the mode and
-owner of the env file and of the deploy user's docker config (checked by
+owner of the env file and of root's docker config (the registry login) (checked by
 test_env_file_and_docker_config_stay_0600_after_every_playbook).
 """
 
@@ -39,7 +39,7 @@ REGISTRY = "registry.greenlight.test:5000"
 REPOSITORY = REGISTRY + "/greenlight/todo"
 APP = "todo"
 ENV_FILE = "/opt/todo/todo.env"
-DOCKER_CONFIG = "/home/deploy/.docker/config.json"
+DOCKER_CONFIG = "/root/.docker/config.json"
 LOCK_FILE = "/opt/todo/deploy.lock"
 RELEASES_LOG = "/opt/todo/releases.jsonl"
 UPSTREAM_FILE = "/etc/nginx/greenlight/todo-upstream.conf"

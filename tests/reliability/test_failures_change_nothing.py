@@ -61,7 +61,7 @@ def test_failed_registry_login_stops_nothing(settled: Server) -> None:
     assert server.file_digest(ENV_FILE) == env_before
     assert_nothing_changed(server, before, live, load)
     # The kept login still works: the pull a deploy does succeeds.
-    server.sh("docker pull -q %s:%s" % (REPOSITORY, live), user="deploy")
+    server.sh("docker pull -q %s:%s" % (REPOSITORY, live))
 
 
 def test_disk_full_during_pull_fails_clearly_and_old_release_serves(settled: Server) -> None:

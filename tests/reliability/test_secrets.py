@@ -7,7 +7,7 @@ EMAIL_HOST_PASSWORD, and the test registry's random password with docker's base6
   logs in to the registry and while deploy.yaml deploys;
 - absent from `docker history`, image and container labels on the server (and from the audit
   log and the lock file);
-- the env file and the deploy user's docker config are 0600 after every playbook of the suite.
+- the env file and root's docker config (the registry login) are 0600 after every playbook of the suite.
 
 Controls prove each check can fail: the canary is in the env file and in the container's
 environment, the samplers saw the `docker login` and module processes, the log file has the run.
@@ -162,6 +162,6 @@ def test_env_file_and_docker_config_stay_0600_after_every_playbook(settled: Serv
     assert run.rc == 0, run.output[-3000:]
     ran = {check["run"].split()[0] for check in server.mode_checks}
     assert {"setup.yaml", "deploy.yaml", "rollback.yaml"} <= ran, ran
-    expected = ["%s 600 deploy" % ENV_FILE, "%s 600 deploy" % DOCKER_CONFIG]
+    expected = ["%s 600 deploy" % ENV_FILE, "%s 600 root" % DOCKER_CONFIG]
     wrong = [check for check in server.mode_checks if check["stat"] != expected]
     assert wrong == [], wrong

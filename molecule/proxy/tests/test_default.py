@@ -111,8 +111,8 @@ def test_tls_serves_static_with_the_test_certificate(host):
 
 
 def test_switched_upstream_proxies_to_the_backend(host):
-    """The swap engine's path as the deploy user: rewrite the upstream, test and reload via sudo,
-    then demoapp.test answers from the backend with the forwarding headers set."""
+    """The swap engine's path (as root: deploy.sh runs through sudo): rewrite the upstream, test
+    and reload, then demoapp.test answers from the backend with the forwarding headers set."""
     host.run("systemctl stop gl-echo-backend 2>/dev/null; systemctl reset-failed gl-echo-backend 2>/dev/null")
     try:
         host.check_output("systemd-run --unit gl-echo-backend /usr/local/bin/gl-echo-backend 8001")
@@ -121,10 +121,10 @@ def test_switched_upstream_proxies_to_the_backend(host):
                 break
             time.sleep(0.1)
         switch = host.run(
-            "sudo -u deploy sh -ec '"
+            "sh -ec '"
             "printf \"server 127.0.0.1:8001;\\n\" > /etc/nginx/greenlight/.demoapp-upstream.tmp; "
             "mv /etc/nginx/greenlight/.demoapp-upstream.tmp /etc/nginx/greenlight/demoapp-upstream.conf; "
-            "sudo -n /usr/sbin/nginx -t; sudo -n /usr/sbin/nginx -s reload'"
+            "/usr/sbin/nginx -t; /usr/sbin/nginx -s reload'"
         )
         assert switch.rc == 0, switch.stderr
         time.sleep(1)  # reload is graceful: new workers take over asynchronously
@@ -147,3 +147,15 @@ def test_switched_upstream_proxies_to_the_backend(host):
         assert status == 503 and body == "no release deployed yet\n"
     finally:
         host.run("systemctl stop gl-echo-backend")
+
+
+def test_deploy_user_cannot_change_what_nginx_includes(host):
+    """The upstream directory and file are root's: nginx includes them as root."""
+    for path, mode in (("/etc/nginx/greenlight", 0o755), ("/etc/nginx/greenlight/demoapp-upstream.conf", 0o644)):
+        node = host.file(path)
+        assert (node.user, node.group, node.mode) == ("root", "root", mode), path
+    planted = host.run("sudo -u deploy sh -c 'echo \"include /etc/shadow;\" > /etc/nginx/greenlight/demoapp-upstream.conf'")
+    assert planted.rc != 0
+    created = host.run("sudo -u deploy touch /etc/nginx/greenlight/planted.conf")
+    assert created.rc != 0
+    assert "include" not in host.file("/etc/nginx/greenlight/demoapp-upstream.conf").content_string

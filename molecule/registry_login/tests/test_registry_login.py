@@ -1,5 +1,6 @@
-"""State registry_login leaves on the server: private Docker config with the registry's entry,
-the CA where the engine looks for it, and pulls that work as the deploy user only."""
+"""State registry_login leaves on the server: a root-only Docker config with the registry's entry
+(pulls run as root, through deploy.yaml or deploy.sh), the CA where the engine looks for it, and a
+deploy user that can neither read the credentials nor use Docker."""
 from __future__ import annotations
 
 import base64
@@ -10,26 +11,35 @@ import pathlib
 REGISTRY = "registry.greenlight.test:5000"
 IMAGE = f"{REGISTRY}/greenlight/debian:bookworm-slim"
 PROJECT = pathlib.Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+CONFIG_DIR = "/root/.docker"
 
 
 def password() -> str:
     return (PROJECT / ".testbed" / "registry-password").read_text().strip()
 
 
-def test_docker_config_is_private_to_the_deploy_user(host) -> None:
-    config_dir = host.file("/home/deploy/.docker")
+def test_docker_config_is_private_to_root(host) -> None:
+    config_dir = host.file(CONFIG_DIR)
     assert config_dir.is_directory
-    assert config_dir.user == "deploy"
+    assert config_dir.user == "root"
     assert config_dir.mode == 0o700
-    config = host.file("/home/deploy/.docker/config.json")
+    config = host.file(f"{CONFIG_DIR}/config.json")
     assert config.is_file
-    assert config.user == "deploy"
-    assert config.group == "deploy"
+    assert config.user == "root"
+    assert config.group == "root"
     assert config.mode == 0o600
+    assert not host.file("/home/deploy/.docker/config.json").exists
+
+
+def test_deploy_user_can_neither_read_the_credentials_nor_use_docker(host) -> None:
+    assert host.run(f"sudo -u deploy cat {CONFIG_DIR}/config.json").rc != 0
+    denied = host.run("sudo -u deploy docker ps")
+    assert denied.rc != 0 and "permission denied" in denied.stderr.lower()
+    assert "docker" not in host.user("deploy").groups
 
 
 def test_docker_config_holds_the_registry_credentials(host) -> None:
-    config = json.loads(host.file("/home/deploy/.docker/config.json").content_string)
+    config = json.loads(host.file(f"{CONFIG_DIR}/config.json").content_string)
     wanted = base64.b64encode(f"greenlight:{password()}".encode()).decode()
     assert config["auths"][REGISTRY]["auth"] == wanted
 
@@ -42,17 +52,17 @@ def test_registry_ca_is_installed_for_the_engine(host) -> None:
     assert ca.content_string.strip() == (PROJECT / ".testbed" / "ca" / "ca.crt").read_text().strip()
 
 
-def test_deploy_user_pulls_from_the_registry(host) -> None:
+def test_root_pulls_from_the_registry(host) -> None:
     host.run(f"docker image rm -f {IMAGE}")
     assert not host.run(f"docker image inspect {IMAGE}").succeeded
-    pull = host.run(f"sudo -u deploy -H docker pull {IMAGE}")
+    pull = host.run(f"env DOCKER_CONFIG={CONFIG_DIR} docker pull {IMAGE}")
     assert pull.succeeded, pull.stderr
     assert "Downloaded newer image" in pull.stdout
     assert host.run(f"docker image inspect {IMAGE}").succeeded
 
 
 def test_without_the_credentials_the_registry_refuses(host) -> None:
-    """Control: root has no stored credentials, so the deploy user's pull above needed them."""
+    """Control: without the stored credentials the pull above would have failed."""
     host.run(f"docker image rm -f {IMAGE}")
     pull = host.run(f"env DOCKER_CONFIG=/nonexistent docker pull {IMAGE}")
     assert not pull.succeeded

@@ -23,7 +23,7 @@ SCENARIO = pathlib.Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
 PROJECT = pathlib.Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 INSTANCE = "gl-registry-login"
-CONFIG = "/home/deploy/.docker/config.json"
+CONFIG = "/root/.docker/config.json"
 
 sys.path.insert(0, str(PROJECT / "tests"))
 from cmdline_sampler import CmdlineSampler  # noqa: E402  (tests/cmdline_sampler.py, shared with tests/reliability)
@@ -113,7 +113,7 @@ def test_wrong_token_fails_naming_registry_and_user_and_keeps_config(host, tmp_p
     rc, out = finish(converge(tmp_path, "-vvvv", "--diff", vault_registry_token=wrong))
     assert rc != 0
     flat = " ".join(out.split())
-    assert "docker login to registry.greenlight.test:5000 as greenlight failed for user deploy" in flat
+    assert "docker login to registry.greenlight.test:5000 as greenlight failed for user root" in flat
     assert wrong not in out
     assert base64.b64encode(f"greenlight:{wrong}".encode()).decode() not in out
     for secret in forbidden():
@@ -132,6 +132,6 @@ def test_check_mode_predicts_a_login_and_changes_nothing(host, tmp_path) -> None
     before = config_digest(host)
     rc, out = finish(converge(tmp_path, "--check", "--diff", "-vvvv", vault_registry_token=other))
     assert rc == 0, out[-3000:]
-    assert "Would log deploy in to registry.greenlight.test:5000 as greenlight" in " ".join(out.split())
+    assert "Would log root in to registry.greenlight.test:5000 as greenlight" in " ".join(out.split())
     assert other not in out and password() not in out
     assert config_digest(host) == before

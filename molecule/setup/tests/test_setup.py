@@ -1,5 +1,5 @@
-"""What setup.yaml leaves on each server (staging and production): Docker running with the deploy
-user allowed to use it, the env file with this environment's values, registry credentials that
+"""What setup.yaml leaves on each server (staging and production): Docker running, the deploy
+user reaching it only through deploy.sh, the env file with this environment's values, registry credentials that
 pull, nginx answering 503 until the first release, deploy.sh in place."""
 from __future__ import annotations
 
@@ -25,9 +25,12 @@ def test_docker_engine_is_active(host) -> None:
     assert host.run("docker info --format '{{.ServerVersion}}'").succeeded
 
 
-def test_deploy_user_may_use_docker(host) -> None:
-    assert "docker" in host.user("deploy").groups
-    assert host.run("sudo -u deploy docker ps").succeeded
+def test_deploy_user_reaches_docker_only_through_deploy_sh(host) -> None:
+    """The docker group is root: the deploy user is not in it and cannot read root's registry login."""
+    assert "docker" not in host.user("deploy").groups
+    assert not host.run("sudo -u deploy docker ps").succeeded
+    assert not host.run("sudo -u deploy cat /root/.docker/config.json").succeeded
+    assert host.run("cd / && sudo -u deploy /opt/todo/deploy.sh status").succeeded
 
 
 def test_env_file_holds_this_environments_values(host) -> None:
@@ -45,12 +48,12 @@ def test_env_file_holds_this_environments_values(host) -> None:
 
 
 def test_registry_credentials_are_private_and_pull(host) -> None:
-    config = host.file("/home/deploy/.docker/config.json")
-    assert config.user == "deploy" and config.mode == 0o600
-    assert host.file("/home/deploy/.docker").mode == 0o700
+    config = host.file("/root/.docker/config.json")
+    assert config.user == "root" and config.mode == 0o600
+    assert host.file("/root/.docker").mode == 0o700
     assert REGISTRY in json.loads(config.content_string)["auths"]
     host.run(f"docker image rm -f {IMAGE}")
-    pull = host.run(f"sudo -u deploy -H docker pull {IMAGE}")
+    pull = host.run(f"env DOCKER_CONFIG=/root/.docker docker pull {IMAGE}")
     assert pull.succeeded, pull.stderr
 
 
