@@ -417,7 +417,7 @@ def audit_record(result: dict[str, t.Any], app_name: str, actor: dict[str, t.Any
     """The line appended to releases.jsonl (the module returns the same fields)."""
     keys = ("action", "changed", "release", "previous_release", "image", "image_id", "image_digest", "live_port",
             "container_id", "container_name", "services", "snapshot", "phases", "health_attempts", "rolled_back",
-            "failed_phase", "error")
+            "failed_phase", "error", "adopted", "proxy_uncertain")
     record = {"time": utc_now(), "app": app_name, "actor": actor,
               "result": "failed" if result.get("failed_phase") else "ok"}
     for key in keys:
