@@ -147,3 +147,13 @@ def test_switched_upstream_proxies_to_the_backend(host):
         assert status == 503 and body == "no release deployed yet\n"
     finally:
         host.run("systemctl stop gl-echo-backend")
+
+
+def test_site_rejected_by_nginx_was_undone(host):
+    """converge applied demoapp once more as a second default server of port 80: nginx -t
+    rejected it, the role put the previous site back, and nothing of it reached nginx."""
+    site = host.file("/etc/nginx/sites-available/demoapp.conf").content_string
+    assert "default_server" not in site
+    assert host.run("nginx -t").rc == 0
+    leftovers = host.run("find /etc/nginx/sites-available /etc/nginx/sites-enabled -name '*~'")
+    assert leftovers.rc == 0 and leftovers.stdout.strip() == ""
