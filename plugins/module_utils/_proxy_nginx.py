@@ -11,7 +11,9 @@ The upstream file holds exactly one line, ``server 127.0.0.1:<port>;``, and is i
 ``upstream <app>_live { include <file>; keepalive 32; }``. Switching means: write a temp file
 beside it, rename it over the real name (atomic on POSIX), run the test command (nginx reads
 the real include path, so the test sees the new content), restore the old content if the test
-fails, then reload gracefully (old workers finish in-flight requests).
+fails, then reload gracefully (old workers finish in-flight requests). If the reload fails, the
+old content is put back and reloaded (best effort): the file never names a port nginx was not
+told about, so the next run cannot mistake it for the live release (see ProxyReloadError).
 """
 
 from __future__ import annotations
@@ -32,6 +34,24 @@ UPSTREAM_RE = re.compile(r"^\s*server\s+127\.0\.0\.1:(\d+)\s*[^;]*;", re.MULTILI
 
 class ProxyError(Exception):
     """The proxy could not be switched or verified."""
+
+
+class ProxyReloadError(ProxyError):
+    """The test passed, the reload failed. `restored`: the upstream file holds its previous
+    content again; `reloaded`: nginx was then reloaded successfully with the file as it is now;
+    `file_port`: the port the file names now. When `uncertain`, nginx may be routing to either
+    port (a reload command that failed may still have signalled nginx), so the caller must stop
+    or remove neither release."""
+
+    def __init__(self, message: str, restored: bool, reloaded: bool, file_port: int | None) -> None:
+        super().__init__(message)
+        self.restored = restored
+        self.reloaded = reloaded
+        self.file_port = file_port
+
+    @property
+    def uncertain(self) -> bool:
+        return not (self.restored and self.reloaded)
 
 
 def render_upstream(port: int) -> str:
@@ -114,8 +134,12 @@ def switch_upstream(
     test_command: t.Union[str, t.Sequence[str], None] = "nginx -t",
     reload_command: t.Union[str, t.Sequence[str], None] = "nginx -s reload",
     command_timeout: float = 60.0,
+    restore_on_reload_failure: bool = True,
 ) -> dict[str, t.Any]:
-    """Point the upstream file at `port`, test and reload. Restores the old file if the test fails."""
+    """Point the upstream file at `port`, test and reload. Restores the old file if the test
+    fails; if the reload fails, restores it and reloads again (ProxyReloadError says how that
+    went). With restore_on_reload_failure=False (switching back to a known-good port) the new
+    file stays and ProxyReloadError says nginx may not have read it."""
     new_content = render_upstream(port)
     try:
         with open(path, encoding="utf-8") as handle:
@@ -136,9 +160,39 @@ def switch_upstream(
                 _write_atomic(path, old_content)
             raise
     if reload_command:
-        run_command(reload_command, "proxy reload", command_timeout)
+        try:
+            run_command(reload_command, "proxy reload", command_timeout)
+        except ProxyError as exc:
+            raise _reload_failed(exc, path, port, old_content, reload_command, command_timeout,
+                                 restore_on_reload_failure) from exc
     return {"previous_port": parse_upstream(old_content or ""), "port": port,
             "content_changed": old_content != new_content}
+
+
+def _reload_failed(error: ProxyError, path: str, port: int, old_content: str | None,
+                   reload_command: t.Union[str, t.Sequence[str]], command_timeout: float,
+                   restore: bool) -> ProxyReloadError:
+    """After a failed reload: put the previous file back and reload it, best effort."""
+    if not restore:
+        return ProxyReloadError("%s; the upstream file names 127.0.0.1:%d, but nginx may not have read it"
+                                % (error, port), restored=False, reloaded=False, file_port=port)
+    previous_port = parse_upstream(old_content or "")
+    try:
+        if old_content is None:
+            os.unlink(path)
+        else:
+            _write_atomic(path, old_content)
+    except OSError as restore_error:
+        return ProxyReloadError("%s; could not put the previous upstream file back (%s): it names 127.0.0.1:%d"
+                                % (error, restore_error, port), restored=False, reloaded=False, file_port=port)
+    where = "127.0.0.1:%d" % previous_port if previous_port else "no server"
+    try:
+        run_command(reload_command, "proxy reload", command_timeout)
+    except ProxyError as again:
+        return ProxyReloadError("%s; put the previous upstream file back (%s); reloading nginx with it failed too: %s"
+                                % (error, where, again), restored=True, reloaded=False, file_port=previous_port)
+    return ProxyReloadError("%s; put the previous upstream file back (%s) and reloaded nginx with it"
+                            % (error, where), restored=True, reloaded=True, file_port=previous_port)
 
 
 def fetch_release(url: str, timeout: float = 5.0) -> tuple[int, str | None]:

@@ -40,6 +40,7 @@ import typing as t
 from ._docker_api import DEFAULT_SOCKET, DockerClient, DockerError, NotFound
 from ._proxy_nginx import (
     ProxyError,
+    ProxyReloadError,
     as_argv,
     fetch_release,
     read_upstream_port,
@@ -454,7 +455,7 @@ def audit_record(result: dict[str, t.Any], app_name: str, actor: dict[str, t.Any
     """The line appended to releases.jsonl (the module returns the same fields)."""
     keys = ("action", "changed", "release", "previous_release", "image", "image_id", "image_digest", "live_port",
             "container_id", "container_name", "services", "snapshot", "phases", "health_attempts", "rolled_back",
-            "failed_phase", "error")
+            "failed_phase", "error", "adopted", "proxy_uncertain")
     record = {"time": utc_now(), "app": app_name, "actor": actor,
               "result": "failed" if result.get("failed_phase") else "ok"}
     for key in keys:
@@ -841,7 +842,11 @@ class Swap:
     def _predict(self, plan: dict[str, t.Any]) -> list[str]:
         opts = self.opts
         steps = []
-        if plan["others"]:
+        if plan["others"] and not plan["live"]:
+            steps.append("the upstream file names port %s, where no web container runs: point it at the newest "
+                         "running one that answers %s (adopt it) instead of stopping it; candidates: %s"
+                         % (plan["upstream_port"], opts.health_path, ", ".join(_name(c) for c in plan["others"])))
+        elif plan["others"]:
             steps.append("stop leftover web container(s) of an interrupted run: %s"
                          % ", ".join(_name(c) for c in plan["others"]))
         if plan["web_change"]:
@@ -987,8 +992,10 @@ class Swap:
 
     # -- phases ---------------------------------------------------------------------------------
     def _cleanup(self, plan: dict[str, t.Any]) -> list[str]:
-        """Converge after an interrupted run (kill -9): remove one-off containers; stop web
-        containers that run but are not the one the upstream file names."""
+        """Converge after an interrupted run (kill -9) or a failed reload: remove one-off
+        containers; stop web containers that run but are not the one the upstream file names.
+        A running web container is stopped only after nginx was reloaded with a file naming
+        another running one: when the file names nothing that runs, adopt one first."""
         cleaned = []
         for container in self._containers():
             if _label(container, LABEL_SERVICE) in ONE_OFF_SERVICES:
@@ -999,15 +1006,27 @@ class Swap:
             return cleaned
         interrupted = self.lock.previous if self.lock else None
         maybe_serving = interrupted is None or interrupted.get("phase") in TRAFFIC_PHASES
-        if maybe_serving and plan["upstream_port"] is not None and plan["live"]:
+        # The killed run's new container, killed before the switch: nginx never routed to it.
+        never_served = interrupted.get("new_container") if interrupted and not maybe_serving else None
+        live = plan["live"]
+        if live is None:
+            live = self._adopt(plan, never_served)
+            if live is not None:
+                others = [c for c in others if c["Id"] != live["Id"]]
+                maybe_serving = True  # nginx may still route to any of the others
+        elif maybe_serving and plan["upstream_port"] is not None:
             # nginx may still route to a leftover (killed between rename and reload): make it read
             # the file that names the live container, and let in-flight requests finish.
-            switch_upstream(self.opts.upstream_file, plan["upstream_port"], self.opts.proxy_test_command,
-                            self.opts.proxy_reload_command)
+            self._proxy_apply(plan["upstream_port"], "reload nginx with the upstream file (port %s) before stopping "
+                              "leftover web containers" % plan["upstream_port"], plan)
+        if live is not None and maybe_serving:
             for container in others:
                 self._drain(_label(container, LABEL_PORT))
         for container in others:
-            if interrupted and container["Id"] == interrupted.get("old_container"):
+            if live is None and container["Id"] != never_served:
+                # Nothing answers its health path, so nothing of these serves: stop, keep as a release.
+                self._stop(container["Id"])
+            elif interrupted and container["Id"] == interrupted.get("old_container"):
                 self._stop(container["Id"])  # the previous live release: keep it for rollback
             else:
                 if maybe_serving:
@@ -1015,6 +1034,52 @@ class Swap:
                 self._remove_quietly(container["Id"])
             cleaned.append(_name(container))
         return cleaned
+
+    def _answers_health(self, port: int, attempts: int = 3) -> bool:
+        url = "http://127.0.0.1:%d%s" % (port, self.opts.health_path)
+        for attempt in range(attempts):
+            try:
+                if fetch_release(url, timeout=2.0)[0] in self.opts.health_statuses:
+                    return True
+            except (OSError, http.client.HTTPException):
+                pass
+            if attempt + 1 < attempts:
+                time.sleep(0.2)
+        return False
+
+    def _adopt(self, plan: dict[str, t.Any], never_served: t.Optional[str]) -> t.Optional[dict[str, t.Any]]:
+        """The upstream file names no running web container, yet some run (a reload failed after
+        the file was renamed in, or the file was edited by hand): nginx may be serving one of
+        them. Point the file at the newest that answers its health path and reload."""
+        candidates = sorted((c for c in plan["others"] if c["Id"] != never_served),
+                            key=lambda c: c.get("Created", 0), reverse=True)
+        for container in candidates:
+            try:
+                port = int(_label(container, LABEL_PORT) or "")
+            except ValueError:
+                continue
+            if not self._answers_health(port):
+                continue
+            self._proxy_apply(port, "adopt %s (release %s, port %d): the upstream file named port %s, where no web "
+                              "container runs" % (_name(container), _label(container, LABEL_RELEASE), port,
+                                                  plan["upstream_port"]), plan, restore=False)
+            self.result["adopted"] = {"container": _name(container), "release": _label(container, LABEL_RELEASE),
+                                      "port": port, "upstream_port_before": plan["upstream_port"]}
+            self.log("adopted %s: the upstream file named port %s, where no web container runs"
+                     % (_name(container), plan["upstream_port"]))
+            return container
+        return None
+
+    def _proxy_apply(self, port: int, what: str, plan: dict[str, t.Any], restore: bool = True) -> None:
+        """switch_upstream for cleanup; a failure stops the run before anything is stopped."""
+        try:
+            switch_upstream(self.opts.upstream_file, port, self.opts.proxy_test_command,
+                            self.opts.proxy_reload_command, restore_on_reload_failure=restore)
+        except ProxyError as exc:
+            if isinstance(exc, ProxyReloadError) and exc.uncertain:
+                self.result["proxy_uncertain"] = True
+                self.result["live_port"] = exc.file_port
+            raise SwapError("could not %s: %s" % (what, exc))
 
     def _replace_services(self, plan: dict[str, t.Any], image_id: str, release: str) -> list[str]:
         names = []
@@ -1179,8 +1244,9 @@ class Swap:
         started = self._enter("cleanup")
         cleaned = self._cleanup(plan)
         self._leave("cleanup", started)
-        if cleaned:
-            self.result["cleaned"] = cleaned
+        if cleaned or self.result.get("adopted"):
+            if cleaned:
+                self.result["cleaned"] = cleaned
             plan = self.plan()  # the leftovers are gone: decide again
             self._plan = plan
             self._fill_result(plan)
@@ -1256,7 +1322,13 @@ class Swap:
         self._leave("health", started)
 
         started = self._enter("switch")
-        switch_upstream(opts.upstream_file, port, opts.proxy_test_command, opts.proxy_reload_command)
+        try:
+            switch_upstream(opts.upstream_file, port, opts.proxy_test_command, opts.proxy_reload_command)
+        except ProxyReloadError as exc:
+            if exc.uncertain:  # nginx may have read the new file: _fail keeps both releases running
+                self.result["proxy_uncertain"] = True
+                self.result["live_port"] = exc.file_port
+            raise
         self.switched = True
         self.ever_switched = True
         self.result["live_port"] = port
@@ -1299,8 +1371,17 @@ class Swap:
         if not state.get("Running"):
             raise SwapError("%s; the previous container %s is not running, so the new release stays in the upstream"
                             % (error, _name(old)))
-        switch_upstream(self.opts.upstream_file, plan["live_port"], self.opts.proxy_test_command,
-                        self.opts.proxy_reload_command)
+        try:
+            # The file keeps naming the previous (known-good) release even if nginx cannot be
+            # reloaded now: nginx reads it at its next start, the next run re-applies it.
+            switch_upstream(self.opts.upstream_file, plan["live_port"], self.opts.proxy_test_command,
+                            self.opts.proxy_reload_command, restore_on_reload_failure=False)
+        except ProxyError as exc:
+            if isinstance(exc, ProxyReloadError) and exc.uncertain:
+                self.result["proxy_uncertain"] = True
+                self.result["live_port"] = exc.file_port
+            raise SwapError("%s; could not switch the proxy back to the previous release %s: %s"
+                            % (error, plan["previous_release"], exc))
         self.switched = False
         self.result["rolled_back"] = True
         self.result["live_port"] = plan["live_port"]
@@ -1317,7 +1398,11 @@ class Swap:
             message = str(exc)
         else:
             message = "%s: %s" % (type(exc).__name__, exc) if not isinstance(exc, SwapError) else str(exc)
-        if not self.switched and not isinstance(exc, LockTimeout):
+        if self.result.get("proxy_uncertain") and not isinstance(exc, LockTimeout):
+            for container_id in list(self.one_off):
+                self._remove_quietly(container_id)
+            notes.append(self._uncertain_note(plan))
+        elif not self.switched and not isinstance(exc, LockTimeout):
             for container_id in list(self.one_off):
                 self._remove_quietly(container_id)
             if self.new_container:
@@ -1356,6 +1441,25 @@ class Swap:
         if self.lock:
             self.lock.release()
             self.lock = None
+
+    def _uncertain_note(self, plan: t.Optional[dict[str, t.Any]]) -> str:
+        """nginx could not be reloaded: say what runs, what the upstream file names, what to do."""
+        running = []
+        if plan:
+            for container in ([plan["live"]] if plan["live"] else []) + list(plan["others"]):
+                running.append("%s (release %s, port %s)" % (_name(container), _label(container, LABEL_RELEASE),
+                                                             _label(container, LABEL_PORT)))
+            if self.new_container:
+                running.append("%s (release %s, port %s)" % (self.result.get("container_name"),
+                                                             self.result.get("release"), plan["new_port"]))
+        file_port = read_upstream_port(self.opts.upstream_file)
+        note = ("nginx could not be reloaded, so it may be routing to either release: nothing was stopped or "
+                "removed, %s kept running; the upstream file names port %s, which nginx reads at its next reload "
+                "or start" % (", ".join(running) or "no web container", file_port))
+        if self.snapshot and self.pre_switch_started:
+            note += "; the database was not restored (the new release may have served)"
+        return note + ("; repair nginx (nginx -t; systemctl status nginx) and re-run: the next run reloads nginx "
+                       "with that file before it stops anything")
 
 
 def run_swap(options: t.Union[dict, SwapOptions], docker: t.Optional[DockerClient] = None,

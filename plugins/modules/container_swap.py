@@ -393,6 +393,21 @@ rolled_back:
   description: True when the proxy was switched back to the previous container after a failed verification.
   returned: always
   type: bool
+adopted:
+  description:
+    - The running web container this run pointed the upstream file at because the file named a port where no
+      web container ran (for example after a proxy reload that failed). It was adopted as the live release
+      instead of being stopped; C(upstream_port_before) is the port the file named.
+  returned: when a container was adopted
+  type: dict
+  sample: {container: todo-web-v1-3fa9c1, release: v1, port: 8001, upstream_port_before: 8002}
+proxy_uncertain:
+  description:
+    - True when nginx could not be reloaded during the switch, the switch back or the cleanup, so it may be
+      routing to either release. Nothing was stopped or removed; the upstream file names the previous release
+      (or the adopted one), which nginx reads at its next reload or start. Repair nginx and re-run.
+  returned: failure, when nginx could not be reloaded
+  type: bool
 failed_phase:
   description: Phase that failed.
   returned: failure

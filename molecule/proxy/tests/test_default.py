@@ -159,3 +159,13 @@ def test_deploy_user_cannot_change_what_nginx_includes(host):
     created = host.run("sudo -u deploy touch /etc/nginx/greenlight/planted.conf")
     assert created.rc != 0
     assert "include" not in host.file("/etc/nginx/greenlight/demoapp-upstream.conf").content_string
+
+
+def test_site_rejected_by_nginx_was_undone(host):
+    """converge applied demoapp once more as a second default server of port 80: nginx -t
+    rejected it, the role put the previous site back, and nothing of it reached nginx."""
+    site = host.file("/etc/nginx/sites-available/demoapp.conf").content_string
+    assert "default_server" not in site
+    assert host.run("nginx -t").rc == 0
+    leftovers = host.run("find /etc/nginx/sites-available /etc/nginx/sites-enabled -name '*~'")
+    assert leftovers.rc == 0 and leftovers.stdout.strip() == ""
