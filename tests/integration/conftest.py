@@ -46,13 +46,16 @@ def docker_client() -> _docker_api.DockerClient:
     return _docker_api.DockerClient(_docker_api.socket_path_from_env())
 
 
-def pytest_collection_modifyitems(config, items):
+@pytest.fixture(scope="session", autouse=True)
+def docker_engine_answers() -> None:
+    """Every test in this directory needs the Docker engine: without it each one fails, saying
+    so. (Autouse fixtures of a conftest.py apply to its own directory only, unlike collection
+    hooks, which see every test of the session.)"""
     try:
         docker_client().ping()
-    except Exception as exc:  # pragma: no cover - environment without docker
-        skip = pytest.mark.skip(reason="Docker engine not reachable: %s" % exc)
-        for item in items:
-            item.add_marker(skip)
+    except Exception as exc:
+        pytest.fail("Docker engine not reachable: %s. Start it, or run `make testbed` (make test does it first)."
+                    % exc, pytrace=False)
 
 
 def free_ports(count: int) -> list[int]:
@@ -77,7 +80,8 @@ def require_images(*variants: str) -> None:
         try:
             client.inspect_image(image(variant))
         except _docker_api.NotFound:
-            pytest.skip("image %s not built (testbed/build-app-images.sh)" % image(variant))
+            pytest.fail("image %s not built: run testbed/build-app-images.sh (make test does it first)"
+                        % image(variant), pytrace=False)
 
 
 # ----------------------------------------------------------------------------------------------

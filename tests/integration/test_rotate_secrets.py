@@ -17,6 +17,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import ssl
 import subprocess
@@ -98,6 +99,34 @@ class CallbackModule(CallbackBase):
     def v2_playbook_on_play_start(self, play):
         if play.get_name().startswith(os.environ["GLTEST_KILL_AT_PLAY"]):
             os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+# Test-only callback: SIGKILL ansible-playbook as soon as a task whose name starts with
+# GLTEST_KILL_AFTER_TASK has a result (the controller dies before the task after it starts).
+KILL_AFTER_TASK_CALLBACK = '''\
+from __future__ import annotations
+
+import os
+import signal
+
+from ansible.plugins.callback import CallbackBase
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "aggregate"
+    CALLBACK_NAME = "kill_after_task"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def _kill_after(self, result):
+        if result._task.get_name().startswith(os.environ["GLTEST_KILL_AFTER_TASK"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def v2_runner_on_ok(self, result):
+        self._kill_after(result)
+
+    def v2_runner_on_failed(self, result, ignore_errors=False):
+        self._kill_after(result)
 '''
 
 def integration_helpers(config: pytest.Config) -> types.ModuleType:
@@ -191,7 +220,7 @@ class RotationBed:
                 "--vault-id", "%s@%s" % (vault_id, password_file or self.password_file), *args]
         return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False,
                               stdin=subprocess.DEVNULL,
-                              env=ansible_env(ANSIBLE_PIPELINING="True", ANSIBLE_NOCOLOR="1", **(env or {})))
+                              env=ansible_env(**{"ANSIBLE_PIPELINING": "True", "ANSIBLE_NOCOLOR": "1", **(env or {})}))
 
     def rotate(self, *args: str, **kwargs: t.Any) -> subprocess.CompletedProcess[str]:
         started = time.monotonic()
@@ -472,6 +501,77 @@ def test_an_interrupted_rotation_is_finished_by_running_it_again(bed: RotationBe
     assert previous_fallback not in bed.vault_text()
     assert previous_fallback not in bed.sh("cat /opt/todo/todo.env")
     assert bed.leaked("".join(output(run) for run in runs)) == []
+
+
+def files_holding(roots: t.Iterable[Path], needles: set[str], since: float = 0.0,
+                 exclude: t.Iterable[Path] = ()) -> list[str]:
+    """Regular files under `roots` (changed at or after `since`) that contain one of `needles`."""
+    excluded = {path.resolve() for path in exclude}
+    found = []
+    for root in roots:
+        for directory, _dirs, files in os.walk(root):
+            for name in files:
+                path = Path(directory, name)
+                try:
+                    info = path.lstat()
+                    if not path.is_file() or path.is_symlink() or info.st_size > 5 * 2 ** 20 \
+                            or info.st_mtime < since or path.resolve() in excluded:
+                        continue
+                    data = path.read_bytes()
+                except OSError:
+                    continue
+                if any(needle.encode() in data for needle in needles):
+                    found.append(str(path))
+    return sorted(found)
+
+
+def test_a_controller_killed_after_the_token_check_leaves_no_token_on_disk(bed: RotationBed, tmp_path: Path) -> None:
+    """kill -9 of ansible-playbook right after the new registry token was proved on the server and
+    before anything else ran (with pipelining off, the users' default): the token is nowhere on
+    disk, on the server or on the controller, except the file the operator gave it in. Running
+    the same command again then rotates the token."""
+    token = new_token("killed")
+    bed.registry_accepts(token)  # the registry's new token; the old one is revoked
+    token_file = tmp_path / "new-registry-token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    needles = {token, bed.auth(token)}
+    callbacks = tmp_path / "callbacks"
+    callbacks.mkdir()
+    (callbacks / "kill_after_task.py").write_text(KILL_AFTER_TASK_CALLBACK)
+    local_temp = tmp_path / "ansible-local"
+    local_temp.mkdir()
+    vault_before = bed.vault.read_bytes()
+    args = ("-e", "rotate=registry_token", "-e", "new_registry_token_file=%s" % token_file)
+    started = time.time()
+    killed = bed.rotate(*args, env={"ANSIBLE_PIPELINING": "False", "ANSIBLE_LOCAL_TEMP": str(local_temp),
+                                    "ANSIBLE_CALLBACK_PLUGINS": str(callbacks),
+                                    "ANSIBLE_CALLBACKS_ENABLED": "kill_after_task",
+                                    "GLTEST_KILL_AFTER_TASK": "Registry token | Log in with the new token"})
+    assert killed.returncode == -9, output(killed)[-3000:]
+    assert "TASK [Registry token | Log in with the new token on %s]" % bed.name in killed.stdout, output(killed)[-3000:]
+    assert bed.vault.read_bytes() == vault_before, "the killed run got as far as the vault"
+
+    # The server: anywhere a process of the rotation could write, the deploy user's 0600 Docker
+    # client configuration aside (it still holds the previous token).
+    time.sleep(1)  # a module process the kill orphaned on the server finishes
+    pattern = " ".join("-e %s" % shlex.quote(needle) for needle in sorted(needles))
+    on_server = bed.sh("grep -rlsF -D skip %s /tmp /var/tmp /root /home /run /etc /opt /srv /var/www 2>/dev/null "
+                       "| grep -vx /home/deploy/.docker/config.json || true" % pattern).split()
+    assert on_server == [], on_server
+    # The controller: Ansible's temp directories and every file changed in the temp dir since the
+    # run started, except the operator's own token file.
+    roots = [local_temp, Path.home() / ".ansible", Path(tempfile.gettempdir())]
+    on_controller = files_holding(roots, needles, since=started - 1, exclude=[token_file])
+    assert on_controller == [], on_controller
+    assert bed.leaked(output(killed)) == []
+
+    # The same command again: the token is rotated, the deploy user pulls with it.
+    finished = bed.rotate(*args)
+    assert finished.returncode == 0, output(finished)[-5000:]
+    assert bed.vault_values()[TOKEN] == token and bed.stored_auth() == bed.auth(token)
+    bed.remember_secrets()
+    assert bed.leaked(output(finished)) == []
 
 
 @pytest.mark.parametrize("case", ["unknown-name", "token-on-command-line", "no-token-and-no-terminal", "wrong-vault-password",

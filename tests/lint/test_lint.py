@@ -22,6 +22,16 @@ def test_ansible_lint_production_profile() -> None:
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
 
 
+# What the collection tarball may hold (top-level files, and directories with their contents).
+SHIPPED_FILES = {"MANIFEST.json", "FILES.json", "README.md", "CHANGELOG.md", "inventories",
+                 "inventories/vault-pass-from-env-client.sh"}
+SHIPPED_DIRECTORIES = ("meta", "plugins", "roles", "playbooks", "docs", "ci-templates", "inventories/example")
+
+
+def shipped(name: str) -> bool:
+    return name in SHIPPED_FILES or any(name == d or name.startswith(d + "/") for d in SHIPPED_DIRECTORIES)
+
+
 def test_collection_builds_installs_and_lists_plugins(tmp_path) -> None:
     build = _run([str(VENV_BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(tmp_path), "--force"])
     assert build.returncode == 0, build.stdout + build.stderr
@@ -29,9 +39,18 @@ def test_collection_builds_installs_and_lists_plugins(tmp_path) -> None:
     assert len(tarballs) == 1
     with tarfile.open(tarballs[0]) as tar:
         names = tar.getnames()
-    # Nothing of the test bed's state (CA keys, registry password) or the virtualenv ships.
-    assert not [n for n in names if n.startswith((".testbed", ".venv", ".collections"))]
-    assert "MANIFEST.json" in names and "meta/runtime.yml" in names
+    # The collection only: what users run and read. No tests, test bed, benchmarks, example app,
+    # Molecule scenarios, developer tooling, and no vault password file of any kind.
+    assert not [n for n in names if not shipped(n)], [n for n in names if not shipped(n)]
+    assert not [n for n in names if "password" in n.lower() or n.endswith(".vault-pass")], names
+    for gone in ("tests", "testbed", "bench", "examples", "molecule", "inventories/demo", ".testbed", ".venv",
+                 ".collections", "changelogs/fragments", "Makefile", "requirements.txt"):
+        assert not [n for n in names if n == gone or n.startswith(gone + "/")], gone
+    for wanted in ("MANIFEST.json", "FILES.json", "README.md", "meta/runtime.yml", "plugins/modules/container_swap.py",
+                   "roles/deploy_script/tasks/main.yml", "playbooks/deploy.yaml", "docs/deploy.md",
+                   "ci-templates/deploy-command.txt", "inventories/vault-pass-from-env-client.sh",
+                   "inventories/example/staging/hosts.yaml"):
+        assert wanted in names, wanted
 
     dest = tmp_path / "installed"
     install = _run([str(VENV_BIN / "ansible-galaxy"), "collection", "install", "--offline", "--no-deps", "--force",

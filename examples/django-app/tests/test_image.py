@@ -2,7 +2,8 @@
 
     testbed/build-app-images.sh && pytest examples/django-app/tests
 
-Skips when docker or greenlight/todo:v1 is missing (and each variant test when its image is).
+Fails (never skips) when docker or greenlight/todo:v1 is missing, and each variant test when its
+image is: a suite that passes by skipping would hide a test bed that is not there.
 Containers are named gltest-app-<random>, publish only on 127.0.0.1 and are removed afterwards.
 Env: TODO_IMAGE (default greenlight/todo).
 """
@@ -38,23 +39,31 @@ def image_exists(tag):
     return shutil.which("docker") is not None and docker("image", "inspect", tag, check=False).returncode == 0
 
 
-def _docker_usable():
+def _docker_problem():
     if shutil.which("docker") is None:
         return "docker CLI not installed"
-    if docker("info", check=False, timeout=30).returncode != 0:
-        return "Docker engine not reachable"
+    info = docker("info", check=False, timeout=30)
+    if info.returncode != 0:
+        where = os.environ.get("DOCKER_HOST") or "the default socket"
+        return f"Docker engine not reachable at {where}: {info.stderr.strip()[-300:]}"
     if not image_exists(f"{IMAGE}:v1"):
         return f"{IMAGE}:v1 not built (run testbed/build-app-images.sh)"
     return None
 
 
-_skip_reason = _docker_usable()
-pytestmark = [pytest.mark.docker, pytest.mark.skipif(_skip_reason is not None, reason=_skip_reason or "")]
+pytestmark = [pytest.mark.docker]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def docker_and_v1_image():
+    problem = _docker_problem()
+    if problem:
+        pytest.fail(problem, pytrace=False)
 
 
 def need(variant):
     if not image_exists(f"{IMAGE}:{variant}"):
-        pytest.skip(f"{IMAGE}:{variant} not built (run testbed/build-app-images.sh {variant})")
+        pytest.fail(f"{IMAGE}:{variant} not built (run testbed/build-app-images.sh {variant})", pytrace=False)
     return f"{IMAGE}:{variant}"
 
 
