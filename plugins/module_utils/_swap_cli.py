@@ -326,6 +326,12 @@ def _restore(config: dict[str, t.Any], release: str | None, args: argparse.Names
         raise CliError("%s has no snapshot taken when release %s was replaced; nothing restored"
                        % (opts.releases_log, release), EXIT_FAILED)
     snapshot = record["snapshot"]
+    # The deploy user can write releases.jsonl: restore only a snapshot the engine names and keeps.
+    name = os.path.basename(snapshot) if isinstance(snapshot, str) else ""
+    if not name.startswith(opts.app_name + "-") or not name.endswith(".sqlite3") \
+            or os.path.normpath(os.path.dirname(snapshot)) != os.path.normpath(opts.backups_dir):
+        raise CliError("%s names %r, which is not a snapshot in %s; nothing restored (check who edited the log)"
+                       % (opts.releases_log, snapshot, opts.backups_dir), EXIT_FAILED)
     if not os.path.exists(snapshot):
         raise CliError("snapshot %s (taken before release %s) is gone (pruned, backups_to_keep=%d); nothing "
                        "restored" % (snapshot, record.get("release"), opts.backups_to_keep), EXIT_FAILED)

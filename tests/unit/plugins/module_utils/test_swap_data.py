@@ -450,3 +450,37 @@ def test_prune_never_removes_the_live_or_a_kept_image(tmp_path):
     swap._prune("id-web-3", "c")
     assert docker.removed_images == [] and docker.refused_images == []
     assert swap.result["pruned_images"] == []
+
+
+# -- deploy.sh restore-database: the snapshot named in releases.jsonl ---------------------------------
+def test_restore_database_only_from_the_backups_dir(tmp_path, monkeypatch):
+    """releases.jsonl is writable by the deploy user: a record naming another database (another
+    app's, root's) must not make root copy it into this app's database."""
+    import argparse
+
+    from ansible_collections.greenlight.deploy.plugins.module_utils import _swap_cli
+
+    app_dir = tmp_path / "app"
+    (app_dir / "data").mkdir(parents=True)
+    db = app_dir / "data" / "db.sqlite3"
+    _make_db(db, rows=("mine",))
+    other = tmp_path / "other-app.sqlite3"
+    _make_db(other, rows=("another app's data",))
+    config = {"swap": {"app_name": "todo", "app_dir": str(app_dir), "sqlite_path": str(db),
+                       "upstream_file": str(tmp_path / "upstream.conf")}}
+    live = {"Labels": {"greenlight.release": "v1"}}
+    monkeypatch.setattr(_swap_cli, "web_containers", lambda opts: (live, [live], 8001))
+    record = {"result": "ok", "release": "v2", "previous_release": "v1", "snapshot": str(other)}
+    append_jsonl(str(app_dir / "releases.jsonl"), record)
+    args = argparse.Namespace(check=False, json=False, actor=None)
+    with pytest.raises(_swap_cli.CliError, match="not a snapshot in %s" % (app_dir / "backups")):
+        _swap_cli._restore(config, "v1", args)
+    assert _rows(db) == ["mine"]
+    # A real snapshot in backups_dir is restored.
+    snapshot = app_dir / "backups" / "todo-20260101T000000000000Z-before-v2.sqlite3"
+    sqlite_snapshot(str(db), str(snapshot))
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO t VALUES ('written by v2')")
+    append_jsonl(str(app_dir / "releases.jsonl"), dict(record, snapshot=str(snapshot)))
+    assert _swap_cli._restore(config, "v1", args) == 0
+    assert _rows(db) == ["mine"]
