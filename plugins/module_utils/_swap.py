@@ -100,10 +100,10 @@ class LockTimeout(SwapError):
     """Another deploy holds the lock."""
 
 
-class UnsafePathError(OSError):
+class UnsafePathError(SwapError, OSError):
     """A path the engine would open is a symbolic link, a hard link, not a regular file, or owned by
     a stranger: refused, because another user (the app, the deploy user) may have planted it to make
-    root read or write a file it names."""
+    root read or write a file it names. An OSError too, so every file error handler sees it."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ from ._swap import (
     SwapError,
     append_jsonl,
     current_actor,
+    open_state_file,
     options_from_dict,
     parse_image_reference,
     run_swap,
@@ -163,8 +164,8 @@ def pull(reference: str, config: dict[str, t.Any]) -> None:
 # Reading the server's state (status, restore-database)
 # --------------------------------------------------------------------------------------------
 def read_records(path: str, limit: int | None = None) -> list[dict[str, t.Any]]:
-    try:
-        with open(path, encoding="utf-8") as handle:
+    try:  # never through a link the deploy user planted (root would show another file's lines)
+        with os.fdopen(open_state_file(path, os.O_RDONLY), encoding="utf-8") as handle:
             lines = handle.readlines()
     except FileNotFoundError:
         return []

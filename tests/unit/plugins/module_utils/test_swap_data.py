@@ -484,3 +484,17 @@ def test_restore_database_only_from_the_backups_dir(tmp_path, monkeypatch):
     append_jsonl(str(app_dir / "releases.jsonl"), dict(record, snapshot=str(snapshot)))
     assert _swap_cli._restore(config, "v1", args) == 0
     assert _rows(db) == ["mine"]
+
+
+def test_deploy_sh_reads_releases_log_never_through_a_link(tmp_path, secret_file):
+    """`deploy.sh status` runs as root and prints records: not those of a file a link names."""
+    from ansible_collections.greenlight.deploy.plugins.module_utils import _swap_cli
+
+    secret_file.write_text('{"result": "ok", "release": "root-only-record"}\n')
+    log = tmp_path / "releases.jsonl"
+    log.symlink_to(secret_file)
+    with pytest.raises(UnsafePathError, match="%s is a symbolic link" % log):
+        _swap_cli.read_records(str(log))
+    log.unlink()
+    append_jsonl(str(log), {"result": "ok", "release": "v1"})
+    assert [r["release"] for r in _swap_cli.read_records(str(log))] == ["v1"]
