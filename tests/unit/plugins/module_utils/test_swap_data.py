@@ -498,3 +498,54 @@ def test_deploy_sh_reads_releases_log_never_through_a_link(tmp_path, secret_file
     log.unlink()
     append_jsonl(str(log), {"result": "ok", "release": "v1"})
     assert [r["release"] for r in _swap_cli.read_records(str(log))] == ["v1"]
+
+
+@needs_root
+def test_server_layout_app_reaches_its_data_through_the_deploy_group(tmp_path, monkeypatch):
+    """As app_host lays it out: <app_dir> deploy:deploy 0750 (the app uid is not in the deploy
+    group), data/ app:deploy 0750. The engine opens the database as the app with the deploy group
+    for traversal only: snapshot and restore work, and a link swapped in is still not followed."""
+    deploy_uid = APP_UID + 1
+    groups = os.getgroups()
+    base = Path(tempfile.mkdtemp(prefix="gltest-data-"))
+    try:
+        base.chmod(0o755)
+        app_dir = base / "opt" / "todo"
+        data = app_dir / "data"
+        data.mkdir(parents=True)
+        (base / "opt").chmod(0o755)
+        os.chown(app_dir, deploy_uid, deploy_uid)
+        app_dir.chmod(0o750)
+        os.chown(data, APP_UID, deploy_uid)
+        data.chmod(0o750)
+        db = data / "db.sqlite3"
+        _make_db(db, wal=True)
+        os.chown(db, APP_UID, APP_UID)
+        assert _swap._traverse_groups(str(data), APP_UID) == [deploy_uid]
+        snapshot = tmp_path / "backups" / "snap.sqlite3"
+        sqlite_snapshot(str(db), str(snapshot))
+        with sqlite3.connect(db) as conn:
+            conn.execute("INSERT INTO t VALUES ('after')")
+        sqlite_restore(str(snapshot), str(db))
+        assert _rows(db) == ["before"]
+        assert {(p.stat().st_uid, p.stat().st_gid) for p in data.iterdir()} == {(APP_UID, APP_UID)}
+        assert os.getgroups() == groups  # and files are created as root again:
+        (tmp_path / "after").write_text("")
+        assert (tmp_path / "after").stat().st_uid == 0
+
+        other = tmp_path / "private-db"
+        other.mkdir(mode=0o700)
+        root_db = other / "root.sqlite3"
+        _make_db(root_db, rows=("root-only",))
+        root_db.chmod(0o600)
+        monkeypatch.setattr(_swap, "_refuse_links", lambda *paths: os.lstat(paths[0]))
+        for path in data.iterdir():
+            path.unlink()
+        db.symlink_to(root_db)
+        os.lchown(db, APP_UID, APP_UID)
+        before = _state(root_db)
+        with pytest.raises((OSError, sqlite3.Error)):
+            sqlite_restore(str(snapshot), str(db))
+        assert _state(root_db) == before and _rows(root_db) == ["root-only"]
+    finally:
+        shutil.rmtree(base)
