@@ -504,7 +504,7 @@ def _traverse_groups(directory: str, uid: int) -> t.Optional[list[int]]:
     """The groups uid needs to reach `directory` (e.g. the deploy group for /opt/<app>), or None
     when it cannot reach it at all."""
     groups = set()
-    path = os.path.abspath(directory)
+    path = os.path.realpath(directory)
     while True:
         info = os.stat(path)
         if not (info.st_mode & (stat.S_IXUSR if info.st_uid == uid else stat.S_IXOTH)):
@@ -528,7 +528,11 @@ def _filesystem_identity(uid: int, gid: int, directory: str) -> t.Iterator[None]
         yield
         return
     groups = os.getgroups()
-    os.setgroups(reach)
+    try:
+        os.setgroups(reach)
+    except PermissionError:  # no CAP_SETGID (a restricted container): the checks above still apply
+        yield
+        return
     libc.setfsgid(gid)
     libc.setfsuid(uid)
     try:
@@ -722,9 +726,13 @@ def sqlite_snapshot(db_path: str, snapshot_path: str) -> None:
     try:
         os.fchmod(fd, 0o640)
         target = sqlite3.connect(tmp_path)
+        created, opened = os.fstat(fd), os.stat(tmp_path)
     finally:
         os.close(fd)
     try:
+        if (created.st_dev, created.st_ino) != (opened.st_dev, opened.st_ino):
+            raise UnsafePathError("%s was replaced while the snapshot was being taken; refusing to write it"
+                                  % tmp_path)
         target.execute("PRAGMA journal_mode=MEMORY")  # no journal file beside the temp file
         with _filesystem_identity(owner.st_uid, owner.st_gid, os.path.dirname(os.path.abspath(db_path))):
             source = sqlite3.connect("file:%s?mode=ro" % db_path, uri=True, timeout=30)

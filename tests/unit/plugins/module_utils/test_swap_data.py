@@ -549,3 +549,25 @@ def test_server_layout_app_reaches_its_data_through_the_deploy_group(tmp_path, m
         assert _state(root_db) == before and _rows(root_db) == ["root-only"]
     finally:
         shutil.rmtree(base)
+
+
+def test_snapshot_temp_file_swapped_for_a_link_is_not_written(tmp_path, data_dir, secret_file, monkeypatch):
+    """The deploy user may write backups_dir: a link swapped in for the temp file just before SQLite
+    opens it is detected and nothing is written through it (an empty file: SQLite would fill it)."""
+    secret_file.write_bytes(b"")
+    before = _state(secret_file)
+    backups = tmp_path / "backups"
+    real_connect = sqlite3.connect
+
+    def swapping_connect(database, *args, **kwargs):
+        if str(database).endswith(".partial"):
+            os.unlink(database)
+            os.symlink(secret_file, database)
+        return real_connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(_swap.sqlite3, "connect", swapping_connect)
+    with pytest.raises(UnsafePathError, match="was replaced"):
+        sqlite_snapshot(str(data_dir / "db.sqlite3"), str(backups / "snap.sqlite3"))
+    monkeypatch.undo()
+    assert _state(secret_file) == before
+    assert list(backups.iterdir()) == []
