@@ -135,6 +135,11 @@ class DockerClient:
     def inspect_image(self, reference: str) -> dict[str, t.Any]:
         return self._call("GET", "/images/%s/json" % quote(reference, safe=":@/"))
 
+    def remove_image(self, image: str) -> None:
+        """`docker rmi` without force: the engine answers 409 while any container uses the image
+        or when it has several tags (raised as DockerError with status 409), 404 when it is gone."""
+        self._call("DELETE", "/images/%s" % quote(image, safe=":@/"), query={"force": "0", "noprune": "0"})
+
     # -- containers --------------------------------------------------------------------------
     def list_containers(self, labels: dict[str, str] | None = None, all: bool = True) -> list[dict[str, t.Any]]:
         filters = {}

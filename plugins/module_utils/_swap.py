@@ -17,6 +17,8 @@ See docs/container_swap.md for the full contract.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
 import datetime
 import errno
@@ -32,6 +34,7 @@ import secrets
 import shlex
 import socket
 import sqlite3
+import stat
 import tarfile
 import tempfile
 import time
@@ -112,6 +115,12 @@ class OptionsError(SwapError, ValueError):
 
 class LockTimeout(SwapError):
     """Another deploy holds the lock."""
+
+
+class UnsafePathError(SwapError, OSError):
+    """A path the engine would open is a symbolic link, a hard link, not a regular file, or owned by
+    a stranger: refused, because another user (the app, the deploy user) may have planted it to make
+    root read or write a file it names. An OSError too, so every file error handler sees it."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -464,15 +473,142 @@ def audit_record(result: dict[str, t.Any], app_name: str, actor: dict[str, t.Any
     return record
 
 
+# --------------------------------------------------------------------------------------------
+# Files in directories other users can write
+# --------------------------------------------------------------------------------------------
+def _link_message(path: str) -> str:
+    return ("%s is a symbolic link; refusing to follow it (a link planted by a user who can write that "
+            "directory could make root read or write the file it names). Remove it and re-run" % path)
+
+
+def open_state_file(path: str, flags: int, mode: int = 0o640) -> int:
+    """Open a file the engine keeps in <app_dir> (the lock, releases.jsonl), which the deploy user may
+    be able to write: never through a symbolic link (O_NOFOLLOW), never a hard link to another file,
+    a FIFO or a device, never a file owned by anyone but this process's user or the directory's owner
+    (who could replace it anyway). Returns the fd; raises UnsafePathError naming the path."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePathError(_link_message(path)) from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafePathError("%s is not a regular file; refusing to use it" % path)
+        if info.st_nlink != 1:
+            raise UnsafePathError("%s has %d hard links; refusing to write it (it may be another file linked "
+                                  "there). Remove it and re-run" % (path, info.st_nlink))
+        owners = {os.geteuid(), os.stat(os.path.dirname(path) or ".").st_uid}
+        if info.st_uid not in owners:
+            raise UnsafePathError("%s is owned by uid %d, neither this process's user (uid %d) nor its "
+                                  "directory's owner; refusing to use it. Check who changed it, then remove it "
+                                  "and re-run" % (path, info.st_uid, os.geteuid()))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _refuse_links(*paths: str) -> t.Optional[os.stat_result]:
+    """Refuse any of `paths` that is a symbolic link or not a regular file; absent ones are fine.
+    Returns the lstat of the first path (None when it is absent)."""
+    first = None
+    for number, path in enumerate(paths):
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(info.st_mode):
+            raise UnsafePathError(_link_message(path))
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafePathError("%s is not a regular file; refusing to open it" % path)
+        if number == 0:
+            first = info
+    return first
+
+
+def _refuse_linked_dir(path: str) -> None:
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(info.st_mode):
+        raise UnsafePathError(_link_message(path))
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsafePathError("%s is not a directory" % path)
+
+
+def _traverse_groups(directory: str, uid: int) -> t.Optional[list[int]]:
+    """The groups uid needs to reach `directory` (e.g. the deploy group for /opt/<app>), or None
+    when it cannot reach it at all."""
+    groups = set()
+    path = os.path.realpath(directory)
+    while True:
+        info = os.stat(path)
+        if not (info.st_mode & (stat.S_IXUSR if info.st_uid == uid else stat.S_IXOTH)):
+            if info.st_uid == uid or not info.st_mode & stat.S_IXGRP:
+                return None
+            groups.add(info.st_gid)
+        if path == os.path.dirname(path):
+            return sorted(groups)
+        path = os.path.dirname(path)
+
+
+@contextlib.contextmanager
+def _filesystem_identity(uid: int, gid: int, directory: str) -> t.Iterator[None]:
+    """Open files in `directory` as uid:gid (setfsuid/setfsgid: this thread only; supplementary
+    groups only those needed to reach the directory). A link the app plants in its own directory,
+    even after the checks, then reaches only what the app could reach itself. A no-op unless we are
+    root and uid is not, off Linux, or when uid could not reach the directory."""
+    libc = ctypes.CDLL(None, use_errno=True) if os.geteuid() == 0 and uid != 0 else None
+    reach = _traverse_groups(directory, uid) if libc is not None else None
+    if libc is None or reach is None or not hasattr(libc, "setfsuid"):
+        yield
+        return
+    groups = os.getgroups()
+    try:
+        os.setgroups(reach)
+    except PermissionError:  # no CAP_SETGID (a restricted container): the checks above still apply
+        yield
+        return
+    libc.setfsgid(gid)
+    libc.setfsuid(uid)
+    try:
+        # An invalid id (-1) changes nothing and returns the current one.
+        if libc.setfsuid(-1) != uid or libc.setfsgid(-1) != gid:
+            raise UnsafePathError("cannot switch the filesystem identity to %d:%d" % (uid, gid))
+        yield
+    finally:
+        libc.setfsuid(os.geteuid())
+        libc.setfsgid(os.getegid())
+        os.setgroups(groups)
+
+
 def append_jsonl(path: str, record: dict[str, t.Any]) -> None:
+    """Append one JSON line: whole or not at all (a short write on a full disk is cut back off)."""
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, mode=0o750, exist_ok=True)
     line = (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    fd = open_state_file(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
     try:
-        os.write(fd, line)  # one write with O_APPEND: lines never interleave
-        os.fsync(fd)
+        start = os.lseek(fd, 0, os.SEEK_END)
+        if start and os.pread(fd, 1, start - 1) != b"\n":
+            line = b"\n" + line  # a torn line (an older version killed mid-write) stays on its own
+        written = 0
+        try:
+            while written < len(line):  # O_APPEND: each write lands at the end
+                count = os.write(fd, line[written:])
+                if count <= 0:
+                    raise OSError(errno.EIO, "the write made no progress")
+                written += count
+            os.fsync(fd)
+        except OSError as exc:
+            if written and os.fstat(fd).st_size == start + written:
+                os.ftruncate(fd, start)  # nobody appended meanwhile: take the partial line back
+            raise OSError(exc.errno, "cannot append to %s (%s); the line was not written"
+                          % (path, exc.strerror or exc)) from exc
     finally:
         os.close(fd)
 
@@ -494,9 +630,9 @@ class DeployLock:
     def read_holder(path: str) -> t.Optional[dict[str, t.Any]]:
         for _attempt in range(5):
             try:
-                with open(path, encoding="utf-8") as handle:
+                with os.fdopen(open_state_file(path, os.O_RDONLY), encoding="utf-8") as handle:
                     content = handle.read()
-            except FileNotFoundError:
+            except (FileNotFoundError, UnsafePathError):
                 return None
             if content.strip():
                 try:
@@ -510,7 +646,7 @@ class DeployLock:
         parent = os.path.dirname(self.path)
         if parent:
             os.makedirs(parent, mode=0o750, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
+        fd = open_state_file(self.path, os.O_RDWR | os.O_CREAT, 0o640)
         started = time.monotonic()
         while True:
             try:
@@ -601,38 +737,81 @@ def extract_static(stream: t.IO[bytes], source_path: str, static_root: str) -> d
     return counts
 
 
+SQLITE_COMPANIONS = ("-journal", "-wal", "-shm")
+
+
+def _database_files(db_path: str) -> os.stat_result:
+    """The database and its companion files, none a link (the app can write their directory)."""
+    info = _refuse_links(db_path, *(db_path + suffix for suffix in SQLITE_COMPANIONS))
+    if info is None:
+        raise FileNotFoundError(errno.ENOENT, "no database file", db_path)
+    return info
+
+
 def sqlite_snapshot(db_path: str, snapshot_path: str) -> None:
-    """Online, consistent copy with the sqlite3 backup API (safe while the app writes)."""
-    os.makedirs(os.path.dirname(snapshot_path), mode=0o750, exist_ok=True)
+    """Online, consistent copy with the sqlite3 backup API (safe while the app writes). No link in
+    the app's directory is followed, and its files are opened as the database's owner."""
+    backups_dir = os.path.dirname(snapshot_path)
+    _refuse_linked_dir(backups_dir)
+    os.makedirs(backups_dir, mode=0o750, exist_ok=True)
+    owner = _database_files(db_path)
     tmp_path = snapshot_path + ".partial"
-    source = sqlite3.connect("file:%s?mode=ro" % db_path, uri=True, timeout=30)
-    try:
-        target = sqlite3.connect(tmp_path)
+    for leftover in (tmp_path, tmp_path + "-journal"):
         try:
-            source.backup(target)
-        finally:
-            target.close()
+            os.unlink(leftover)  # a killed run's file or a planted link: unlink never follows
+        except FileNotFoundError:
+            pass
+    fd = os.open(tmp_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+    try:
+        os.fchmod(fd, 0o640)
+        target = sqlite3.connect(tmp_path)
+        created, opened = os.fstat(fd), os.stat(tmp_path)
     finally:
-        source.close()
-    os.chmod(tmp_path, 0o640)
+        os.close(fd)
+    try:
+        if (created.st_dev, created.st_ino) != (opened.st_dev, opened.st_ino):
+            raise UnsafePathError("%s was replaced while the snapshot was being taken; refusing to write it"
+                                  % tmp_path)
+        target.execute("PRAGMA journal_mode=MEMORY")  # no journal file beside the temp file
+        with _filesystem_identity(owner.st_uid, owner.st_gid, os.path.dirname(os.path.abspath(db_path))):
+            source = sqlite3.connect("file:%s?mode=ro" % db_path, uri=True, timeout=30)
+            try:
+                source.backup(target)
+            finally:
+                source.close()
+    except BaseException:
+        target.close()
+        os.unlink(tmp_path)
+        raise
+    target.close()
     os.rename(tmp_path, snapshot_path)
 
 
 def sqlite_restore(snapshot_path: str, db_path: str) -> None:
-    """Copy a snapshot back over the live database through SQLite's own locking."""
-    stat = os.stat(db_path)
-    source = sqlite3.connect("file:%s?mode=ro" % snapshot_path, uri=True)
+    """Copy a snapshot back over the live database through SQLite's own locking. The snapshot is
+    read into memory first; the database's files are then opened as their owner (the app), so no
+    link the app planted can make root write elsewhere, and new files get the app's ownership."""
+    if _refuse_links(snapshot_path) is None:
+        raise FileNotFoundError(errno.ENOENT, "no snapshot file", snapshot_path)
+    owner = _database_files(db_path)
+    memory = sqlite3.connect(":memory:")
     try:
-        target = sqlite3.connect(db_path, timeout=30)
+        source = sqlite3.connect("file:%s?mode=ro" % snapshot_path, uri=True)
         try:
-            source.backup(target)
+            source.backup(memory)
         finally:
-            target.close()
+            source.close()
+        with _filesystem_identity(owner.st_uid, owner.st_gid, os.path.dirname(os.path.abspath(db_path))):
+            target = sqlite3.connect(db_path, timeout=30)
+            try:
+                memory.backup(target)
+            finally:
+                target.close()
     finally:
-        source.close()
-    for suffix in ("", "-journal", "-wal", "-shm"):
-        try:
-            os.chown(db_path + suffix, stat.st_uid, stat.st_gid)  # keep the app's ownership
+        memory.close()
+    for suffix in ("",) + SQLITE_COMPANIONS:
+        try:  # keep the app's ownership (when not root, the files were opened as ourselves)
+            os.chown(db_path + suffix, owner.st_uid, owner.st_gid, follow_symlinks=False)
         except (FileNotFoundError, PermissionError):
             pass
 
@@ -755,11 +934,13 @@ class Swap:
         others = [c for c in webs if _running(c) and (live is None or c["Id"] != live["Id"])]
 
         if opts.mode == "rollback":
-            candidates = sorted(webs, key=lambda c: c.get("Created", 0), reverse=True)
+            # A container still "created" never ran (killed between create and start): no target.
+            candidates = sorted((c for c in webs if c.get("State") != "created"), key=lambda c: c.get("Created", 0),
+                                reverse=True)
             if opts.rollback_release:
                 targets = [c for c in candidates if _label(c, LABEL_RELEASE) == opts.rollback_release]
                 if not targets:
-                    kept = sorted({_label(c, LABEL_RELEASE) for c in webs} - {None})
+                    kept = sorted({_label(c, LABEL_RELEASE) for c in candidates} - {None})
                     raise SwapError("no kept release %s of %s to roll back to; kept releases: %s"
                                     % (opts.rollback_release, opts.app_name, ", ".join(kept) or "none"))
             else:
@@ -1001,6 +1182,7 @@ class Swap:
             if _label(container, LABEL_SERVICE) in ONE_OFF_SERVICES:
                 self._remove_quietly(container["Id"])
                 cleaned.append(_name(container))
+        cleaned.extend(self._remove_never_started())
         others = plan["others"]
         if not others:
             return cleaned
@@ -1123,12 +1305,23 @@ class Swap:
             names.append(name)
         return names
 
-    def _prune(self, live_id: t.Optional[str], live_release: t.Optional[str]) -> list[str]:
+    def _remove_never_started(self) -> list[str]:
+        """Containers of this app still "created" were never started (a run killed between create
+        and start): they proved nothing, so they are removed, never kept for rollback."""
         removed = []
+        for container in self._containers():
+            if container.get("State") == "created":
+                self._remove_quietly(container["Id"])
+                removed.append(_name(container))
+        return removed
+
+    def _prune(self, live_id: t.Optional[str], live_release: t.Optional[str]) -> list[str]:
+        removed = self._remove_never_started()
         webs = [c for c in self._containers() if _label(c, LABEL_SERVICE) == SERVICE_WEB
                 and c["Id"] != live_id and not _running(c)]
         webs.sort(key=lambda c: c.get("Created", 0), reverse=True)
         kept_releases: list[str] = []
+        removed_images = []
         for container in webs:
             release = _label(container, LABEL_RELEASE)
             if release != live_release and release not in kept_releases and \
@@ -1137,13 +1330,47 @@ class Swap:
                 continue
             self._remove_quietly(container["Id"])
             removed.append(_name(container))
-        if self.opts.sqlite_path and os.path.isdir(self.opts.backups_dir):
-            prefix = "%s-" % self.opts.app_name
-            backups = sorted(f for f in os.listdir(self.opts.backups_dir)
-                             if f.startswith(prefix) and f.endswith(".sqlite3"))
-            for stale in backups[:max(0, len(backups) - self.opts.backups_to_keep)]:
-                os.unlink(os.path.join(self.opts.backups_dir, stale))
-                removed.append(stale)
+            removed_images.append(container.get("ImageID"))
+        self.result["pruned_images"] = self._prune_images(removed_images)
+        if self.opts.sqlite_path:
+            removed.extend(self._prune_backups())
+        return removed
+
+    def _prune_images(self, candidates: list) -> list[str]:
+        """Remove the images of the containers just pruned that no container of this app uses any
+        more (kept releases, the live one, services). Docker itself refuses (409) an image any other
+        container uses, of any app, or one with several tags: it is left alone."""
+        in_use = {c.get("ImageID") for c in self._containers()}
+        pruned = []
+        for image_id in dict.fromkeys(candidates):  # unique, in order
+            if not image_id or image_id in in_use or image_id == (self._plan or {}).get("image_id"):
+                continue
+            try:
+                self.docker.remove_image(image_id)
+            except NotFound:
+                continue
+            except DockerError as exc:  # 409: in use; anything else must not fail a deploy that is live
+                self.log("image %s kept: %s" % (image_id[:19], exc))
+                continue
+            pruned.append(image_id)
+        return pruned
+
+    def _prune_backups(self) -> list[str]:
+        """Old snapshots beyond backups_to_keep, and the temp files of runs killed mid-snapshot."""
+        backups_dir = self.opts.backups_dir
+        _refuse_linked_dir(backups_dir)
+        if not os.path.isdir(backups_dir):
+            return []
+        removed = []
+        prefix = "%s-" % self.opts.app_name
+        names = [f for f in os.listdir(backups_dir) if f.startswith(prefix)]
+        for partial in sorted(f for f in names if f.endswith((".sqlite3.partial", ".sqlite3.partial-journal"))):
+            os.unlink(os.path.join(backups_dir, partial))  # we hold the lock: no snapshot is being taken
+            removed.append(partial)
+        backups = sorted(f for f in names if f.endswith(".sqlite3"))
+        for stale in backups[:max(0, len(backups) - self.opts.backups_to_keep)]:
+            os.unlink(os.path.join(backups_dir, stale))
+            removed.append(stale)
         return removed
 
     # -- main -----------------------------------------------------------------------------------

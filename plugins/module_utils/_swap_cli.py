@@ -58,8 +58,10 @@ from ._swap import (
     DeployLock,
     OptionsError,
     SwapError,
+    UnsafePathError,
     append_jsonl,
     current_actor,
+    open_state_file,
     options_from_dict,
     parse_image_reference,
     run_swap,
@@ -233,14 +235,13 @@ def _open_no_symlink(path: str, what: str) -> int:
 
 
 def read_records(path: str, limit: int | None = None) -> list[dict[str, t.Any]]:
-    try:
-        fd = _open_no_symlink(path, "releases log")
+    try:  # never through a link the deploy user planted (root would show another file's lines)
+        with os.fdopen(open_state_file(path, os.O_RDONLY), encoding="utf-8") as handle:
+            lines = handle.readlines()
     except FileNotFoundError:
         return []
-    with open(fd, encoding="utf-8") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise CliError("refusing to read %s (releases log): not a regular file" % path, EXIT_FAILED)
-        lines = handle.readlines()
+    except UnsafePathError as exc:
+        raise CliError(str(exc), EXIT_FAILED)
     records = []
     for line in lines[-limit:] if limit else lines:
         try:
@@ -436,6 +437,12 @@ def _restore(config: dict[str, t.Any], release: str | None, args: argparse.Names
         raise CliError("%s has no snapshot taken when release %s was replaced; nothing restored"
                        % (opts.releases_log, release), EXIT_FAILED)
     snapshot = snapshot_in_backups(record["snapshot"], opts.backups_dir)
+    # The deploy user can write releases.jsonl: restore only a snapshot the engine names and keeps.
+    name = os.path.basename(snapshot) if isinstance(snapshot, str) else ""
+    if not name.startswith(opts.app_name + "-") or not name.endswith(".sqlite3") \
+            or os.path.normpath(os.path.dirname(snapshot)) != os.path.normpath(opts.backups_dir):
+        raise CliError("%s names %r, which is not a snapshot in %s; nothing restored (check who edited the log)"
+                       % (opts.releases_log, snapshot, opts.backups_dir), EXIT_FAILED)
     if not os.path.exists(snapshot):
         raise CliError("snapshot %s (taken before release %s) is gone (pruned, backups_to_keep=%d); nothing "
                        "restored" % (snapshot, record.get("release"), opts.backups_to_keep), EXIT_FAILED)

@@ -208,7 +208,8 @@ options:
     default: 10
   releases_to_keep:
     description:
-      - Number of earlier releases whose stopped web containers are kept for rollback; older ones are removed.
+      - Number of earlier releases whose stopped web containers are kept for rollback; older ones are removed,
+        and with them their images when no other container uses them (see RV(pruned_images)).
     type: int
     default: 3
   lock_file:
@@ -421,6 +422,15 @@ snapshot:
   description: Path of the database snapshot taken by this run.
   returned: when a snapshot was taken
   type: str
+pruned_images:
+  description:
+    - Ids of the images removed after a successful run because the release containers pruned in this run
+      used them and no container left uses them. Images of kept releases (a rollback needs them), of the
+      live release, of other containers or with several tags are never removed.
+  returned: when the prune phase ran
+  type: list
+  elements: str
+  sample: ["sha256:4f2a..."]
 actions:
   description: Steps the run takes (or would take in check mode).
   returned: always
