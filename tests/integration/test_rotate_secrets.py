@@ -283,7 +283,7 @@ class RotationBed:
         return self.sh("docker ps -q --no-trunc --filter label=greenlight.app=todo --filter label=greenlight.service=web")
 
     def stored_auth(self) -> str:
-        config = json.loads(self.sh("cat ~deploy/.docker/config.json"))
+        config = json.loads(self.sh("cat /root/.docker/config.json"))
         return config["auths"][REGISTRY]["auth"]
 
     # -- the registry account --------------------------------------------------------------------
@@ -552,12 +552,12 @@ def test_a_controller_killed_after_the_token_check_leaves_no_token_on_disk(bed: 
     assert "TASK [Registry token | Log in with the new token on %s]" % bed.name in killed.stdout, output(killed)[-3000:]
     assert bed.vault.read_bytes() == vault_before, "the killed run got as far as the vault"
 
-    # The server: anywhere a process of the rotation could write, the deploy user's 0600 Docker
+    # The server: anywhere a process of the rotation could write, root's 0600 Docker
     # client configuration aside (it still holds the previous token).
     time.sleep(1)  # a module process the kill orphaned on the server finishes
     pattern = " ".join("-e %s" % shlex.quote(needle) for needle in sorted(needles))
     on_server = bed.sh("grep -rlsF -D skip %s /tmp /var/tmp /root /home /run /etc /opt /srv /var/www 2>/dev/null "
-                       "| grep -vx /home/deploy/.docker/config.json || true" % pattern).split()
+                       "| grep -vx /root/.docker/config.json || true" % pattern).split()
     assert on_server == [], on_server
     # The controller: Ansible's temp directories and every file changed in the temp dir since the
     # run started, except the operator's own token file.

@@ -91,7 +91,7 @@ def test_kill_9_in_phase_then_rerun_converges(app_host, nginx, tmp_path, phase):
                 # The drain ends once nginx holds no connection to the old release: a request in
                 # flight on it keeps the run in the drain long enough to be killed there.
                 wait_for_phase(app_host.lock_file, "health", pid=process.pid)
-                slow = background.submit(nginx.get, "/slow/?seconds=3", 20)
+                slow = background.submit(nginx.get, "/slow/?seconds=8", 30)  # outlasts health + switch under load
             holder = wait_for_phase(app_host.lock_file, phase, pid=process.pid)
             time.sleep(0.5)  # well inside the phase
             os.kill(process.pid, signal.SIGKILL)

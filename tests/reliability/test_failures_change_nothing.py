@@ -55,7 +55,7 @@ def test_failed_registry_login_stops_nothing(settled: Server) -> None:
         load.stop()
     assert run.rc != 0, run.output[-3000:]
     flat = run.flat()
-    assert "docker login to registry.greenlight.test:5000 as greenlight failed for user deploy" in flat, flat[-3000:]
+    assert "docker login to registry.greenlight.test:5000 as greenlight failed for user root" in flat, flat[-3000:]
     assert wrong not in run.output
     assert server.file_digest(DOCKER_CONFIG) == config_before, "a rejected login must keep the stored login"
     assert server.file_digest(ENV_FILE) == env_before

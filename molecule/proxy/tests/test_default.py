@@ -56,9 +56,9 @@ def test_sites(host):
 
 def test_upstream_files(host):
     directory = host.file("/etc/nginx/greenlight")
-    assert directory.is_directory and directory.user == "deploy" and directory.mode == 0o755
+    assert directory.is_directory and directory.user == "root" and directory.mode == 0o755
     plain = host.file("/etc/nginx/greenlight/plainapp-upstream.conf")
-    assert plain.user == "deploy" and plain.mode == 0o644
+    assert plain.user == "root" and plain.mode == 0o644
     assert plain.content_string == "server 127.0.0.1:8099;\n"
     # converge switched demoapp to 8001 and applied the role again: still 8001.
     assert host.file("/etc/nginx/greenlight/demoapp-upstream.conf").content_string == "server 127.0.0.1:8001;\n"
