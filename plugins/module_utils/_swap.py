@@ -556,33 +556,66 @@ def _traverse_groups(directory: str, uid: int) -> t.Optional[list[int]]:
 
 
 @contextlib.contextmanager
-def _filesystem_identity(uid: int, gid: int, directory: str) -> t.Iterator[None]:
-    """Open files in `directory` as uid:gid (setfsuid/setfsgid: this thread only; supplementary
-    groups only those needed to reach the directory). A link the app plants in its own directory,
-    even after the checks, then reaches only what the app could reach itself. A no-op unless we are
-    root and uid is not, off Linux, or when uid could not reach the directory."""
-    libc = ctypes.CDLL(None, use_errno=True) if os.geteuid() == 0 and uid != 0 else None
-    reach = _traverse_groups(directory, uid) if libc is not None else None
-    if libc is None or reach is None or not hasattr(libc, "setfsuid"):
-        yield
+def _filesystem_identity(db_path: str, db_owner: os.stat_result) -> t.Iterator[None]:
+    """Open the database's files as the owner of its directory (setfsuid/setfsgid: this thread
+    only; supplementary groups only those needed to reach the directory). A link the app plants in
+    its own directory, even after the checks, then reaches only what the app could reach itself.
+    The directory's uid and gid, not the file's: the app can chgrp its file to any group of its
+    image. Fails closed (UnsafePathError naming the path and the cause) whenever that identity
+    cannot be taken; never goes on as root. A no-op when this process is not root."""
+    directory = os.path.dirname(os.path.abspath(db_path))
+    if os.geteuid() != 0:
+        yield  # not root: the files are opened with no more than this user's rights anyway
         return
+    _refuse_linked_dir(directory)
+    info = os.stat(directory)
+    uid, gid = info.st_uid, info.st_gid
+    if db_owner.st_uid == 0:
+        raise UnsafePathError(
+            "%s is owned by root: a database owned by root (an app running as root in its container) cannot be "
+            "snapshotted or restored safely, since root would open it through any link the app plants. Run the app "
+            "as a non-root uid (app_host_container_uid) and chown the database to it, or set "
+            "deploy_script_sqlite_path to \"\" (container_swap: sqlite_path) to skip snapshots" % db_path)
+    if uid == 0:
+        raise UnsafePathError(
+            "the data directory %s is owned by root: the data directory must be owned by the app's uid and let it "
+            "in (app_host lays it out so: owner app_host_container_uid, mode 0750); chown it and re-run" % directory)
+    if gid == 0:
+        raise UnsafePathError(
+            "the data directory %s is in group root (gid 0): the database would be opened with root's group. "
+            "chgrp it back to the deploy group (as app_host lays it out) and re-run" % directory)
+    reach = _traverse_groups(directory, uid)
+    if reach is None:
+        raise UnsafePathError(
+            "uid %d cannot reach its data directory %s (mode %04o): the data directory must be owned by the app's "
+            "uid and let it in (owner app_host_container_uid, mode 0750), and every directory above it must let "
+            "it through; refusing to open the database as root. chmod 0750 %s (or re-run playbooks/setup.yaml) "
+            "and re-run" % (uid, directory, stat.S_IMODE(info.st_mode), directory))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "setfsuid") or not hasattr(libc, "setfsgid"):
+        raise UnsafePathError("cannot open %s as its directory's owner (uid %d): this C library has no "
+                              "setfsuid/setfsgid; refusing to open it as root" % (db_path, uid))
     groups = os.getgroups()
+    groups_changed = False
     try:
-        os.setgroups(reach)
-    except PermissionError:  # no CAP_SETGID (a restricted container): the checks above still apply
-        yield
-        return
-    libc.setfsgid(gid)
-    libc.setfsuid(uid)
-    try:
+        try:
+            os.setgroups(reach)
+        except PermissionError as exc:  # no CAP_SETGID (a restricted container)
+            raise UnsafePathError("cannot open %s as uid %d: setgroups refused (%s; the engine needs CAP_SETGID); "
+                                  "refusing to open it as root" % (db_path, uid, exc.strerror)) from None
+        groups_changed = True
+        libc.setfsgid(gid)
+        libc.setfsuid(uid)
         # An invalid id (-1) changes nothing and returns the current one.
         if libc.setfsuid(-1) != uid or libc.setfsgid(-1) != gid:
-            raise UnsafePathError("cannot switch the filesystem identity to %d:%d" % (uid, gid))
+            raise UnsafePathError("cannot open %s as uid %d: cannot switch the filesystem identity to %d:%d; "
+                                  "refusing to open it as root" % (db_path, uid, uid, gid))
         yield
     finally:
         libc.setfsuid(os.geteuid())
         libc.setfsgid(os.getegid())
-        os.setgroups(groups)
+        if groups_changed:
+            os.setgroups(groups)
 
 
 def append_jsonl(path: str, record: dict[str, t.Any]) -> None:
@@ -773,7 +806,7 @@ def sqlite_snapshot(db_path: str, snapshot_path: str) -> None:
             raise UnsafePathError("%s was replaced while the snapshot was being taken; refusing to write it"
                                   % tmp_path)
         target.execute("PRAGMA journal_mode=MEMORY")  # no journal file beside the temp file
-        with _filesystem_identity(owner.st_uid, owner.st_gid, os.path.dirname(os.path.abspath(db_path))):
+        with _filesystem_identity(db_path, owner):
             source = sqlite3.connect("file:%s?mode=ro" % db_path, uri=True, timeout=30)
             try:
                 source.backup(target)
@@ -801,7 +834,7 @@ def sqlite_restore(snapshot_path: str, db_path: str) -> None:
             source.backup(memory)
         finally:
             source.close()
-        with _filesystem_identity(owner.st_uid, owner.st_gid, os.path.dirname(os.path.abspath(db_path))):
+        with _filesystem_identity(db_path, owner):
             target = sqlite3.connect(db_path, timeout=30)
             try:
                 memory.backup(target)
