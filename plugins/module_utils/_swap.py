@@ -1058,7 +1058,8 @@ class Swap:
         steps = []
         if plan["others"] and not plan["live"]:
             steps.append("the upstream file names port %s, where no web container runs: point it at the newest "
-                         "running one that answers %s (adopt it) instead of stopping it; candidates: %s"
+                         "running one that answers %s (adopt it) instead of stopping it, or fail stopping nothing "
+                         "if none answers; candidates: %s"
                          % (plan["upstream_port"], opts.health_path, ", ".join(_name(c) for c in plan["others"])))
         elif plan["others"]:
             steps.append("stop leftover web container(s) of an interrupted run: %s"
@@ -1209,7 +1210,8 @@ class Swap:
         """Converge after an interrupted run (kill -9) or a failed reload: remove one-off
         containers; stop web containers that run but are not the one the upstream file names.
         A running web container is stopped only after nginx was reloaded with a file naming
-        another running one: when the file names nothing that runs, adopt one first."""
+        another running one: when the file names nothing that runs, adopt one first; when none
+        can be adopted, fail with nothing stopped (SwapError)."""
         cleaned = []
         for container in self._containers():
             if _label(container, LABEL_SERVICE) in ONE_OFF_SERVICES:
@@ -1229,6 +1231,20 @@ class Swap:
             if live is not None:
                 others = [c for c in others if c["Id"] != live["Id"]]
                 maybe_serving = True  # nginx may still route to any of the others
+            elif [c for c in others if c["Id"] != never_served]:
+                # None answers its health path, yet nginx may route to one (a probe times out exactly
+                # under load): stopping any could be the outage. Stop nothing; a person decides.
+                running = ", ".join("%s (release %s, port %s)" % (_name(c), _label(c, LABEL_RELEASE),
+                                                                  _label(c, LABEL_PORT))
+                                    for c in others if c["Id"] != never_served)
+                raise SwapError(
+                    "the upstream file %s names port %s, where no web container runs, and no running web container "
+                    "answered %s on its port: %s. nginx may still route to one of them, so no web container was "
+                    "stopped or removed. Check the app's health (docker logs <container>; curl "
+                    "http://127.0.0.1:<port>%s) and re-run (one that answers is adopted), or point the upstream file "
+                    "at the port of the release that serves (then nginx -t and reload nginx) and re-run"
+                    % (self.opts.upstream_file, plan["upstream_port"], self.opts.health_path, running,
+                       self.opts.health_path))
         elif maybe_serving and plan["upstream_port"] is not None:
             # nginx may still route to a leftover (killed between rename and reload): make it read
             # the file that names the live container, and let in-flight requests finish.
@@ -1238,10 +1254,7 @@ class Swap:
             for container in others:
                 self._drain(_label(container, LABEL_PORT))
         for container in others:
-            if live is None and container["Id"] != never_served:
-                # Nothing answers its health path, so nothing of these serves: stop, keep as a release.
-                self._stop(container["Id"])
-            elif interrupted and container["Id"] == interrupted.get("old_container"):
+            if interrupted and container["Id"] == interrupted.get("old_container"):
                 self._stop(container["Id"])  # the previous live release: keep it for rollback
             else:
                 if maybe_serving:
@@ -1683,7 +1696,7 @@ class Swap:
                 notes.append("the previous release %s is serving again" % previous)
             elif previous and plan and plan["live"]:
                 notes.append("the previous release %s is still serving" % previous)
-            elif plan and not plan["live"]:
+            elif plan and not plan["live"] and phase != "cleanup":
                 notes.append("no release was live")
         elif self.switched:
             notes.append("release %s is live on port %s" % (self.result.get("release"), self.result.get("live_port")))
