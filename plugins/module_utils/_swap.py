@@ -460,8 +460,10 @@ def holder_message(lock_file: str, holder: t.Optional[dict[str, t.Any]], waited:
                holder.get("release"), holder.get("phase"), holder.get("since"), waited))
 
 
-def audit_record(result: dict[str, t.Any], app_name: str, actor: dict[str, t.Any]) -> dict[str, t.Any]:
-    """The line appended to releases.jsonl (the module returns the same fields)."""
+def audit_record(result: dict[str, t.Any], app_name: str, actor: dict[str, t.Any],
+                 env: t.Sequence[str] = ()) -> dict[str, t.Any]:
+    """The line appended to releases.jsonl (the module returns the same fields), every env value
+    in any of its texts redacted (see redact())."""
     keys = ("action", "changed", "release", "previous_release", "image", "image_id", "image_digest", "live_port",
             "container_id", "container_name", "services", "snapshot", "phases", "health_attempts", "rolled_back",
             "failed_phase", "error", "adopted", "proxy_uncertain")
@@ -470,7 +472,7 @@ def audit_record(result: dict[str, t.Any], app_name: str, actor: dict[str, t.Any
     for key in keys:
         if key in result:
             record[key] = result[key]
-    return record
+    return redact_values(record, env)
 
 
 # --------------------------------------------------------------------------------------------
@@ -883,6 +885,19 @@ def redact(text: str, env: t.Sequence[str]) -> str:
         return text
     pattern = re.compile("|".join(re.escape(value) for value in sorted(names, key=len, reverse=True)))
     return pattern.sub(lambda match: "[redacted %s]" % names[match.group(0)], text)
+
+
+def redact_values(value: t.Any, env: t.Sequence[str]) -> t.Any:
+    """`value` (a result, an audit line) with redact() applied to every text in it, at any depth."""
+    if not env:
+        return value
+    if isinstance(value, str):
+        return redact(value, env)
+    if isinstance(value, dict):
+        return {key: redact_values(item, env) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_values(item, env) for item in value]
+    return value
 
 
 class Swap:
@@ -1426,14 +1441,14 @@ class Swap:
         try:
             plan = self.plan()
         except (SwapError, DockerError) as exc:
-            self.result.update({"failed_phase": "plan", "error": str(exc), "phases": self.phases,
+            self.result.update({"failed_phase": "plan", "error": redact(str(exc), self.env), "phases": self.phases,
                                 "action": "rollback" if opts.mode == "rollback" else "deploy",
                                 "release": opts.release or opts.rollback_release, "image": opts.image})
             message = "%s of %s failed in phase plan on %s (nothing was changed): %s" % (
-                self.result["action"], opts.app_name, self.actor["host"], exc)
+                self.result["action"], opts.app_name, self.actor["host"], self.result["error"])
             if not opts.check_mode:
                 try:
-                    append_jsonl(opts.releases_log, audit_record(self.result, opts.app_name, self.actor))
+                    append_jsonl(opts.releases_log, audit_record(self.result, opts.app_name, self.actor, self.env))
                 except OSError as log_error:
                     message += " (could not write %s: %s)" % (opts.releases_log, log_error)
             raise SwapError(message, self.result)
@@ -1458,6 +1473,7 @@ class Swap:
             self._fail(exc)
             raise SwapError(self.result["msg"], self.result) from (exc if isinstance(exc, Exception) else None)
         self._proxy_check()
+        self.result.update(redact_values(self.result, self.env))  # e.g. an X-Release the app chose
         return self.result
 
     def _proxy_check(self) -> None:
@@ -1546,7 +1562,7 @@ class Swap:
         self.result["phases"] = self.phases
         self._leave("record", started)
         self.result["phases"] = self.phases
-        append_jsonl(opts.releases_log, audit_record(self.result, opts.app_name, self.actor))
+        append_jsonl(opts.releases_log, audit_record(self.result, opts.app_name, self.actor, self.env))
         self.lock.release()
         self.lock = None
 
@@ -1671,6 +1687,9 @@ class Swap:
             message = str(exc)
         else:
             message = "%s: %s" % (type(exc).__name__, exc) if not isinstance(exc, SwapError) else str(exc)
+        # App-controlled text reaches here (an X-Release header, a health answer, log lines, any
+        # exception's text): redact once, for the message, the result and the audit line alike.
+        message = redact(message, self.env)
         if self.result.get("proxy_uncertain") and not isinstance(exc, LockTimeout):
             for container_id in list(self.one_off):
                 self._remove_quietly(container_id)
@@ -1707,8 +1726,9 @@ class Swap:
             what, opts.app_name, self.result.get("release"), phase, self.actor["host"], message.rstrip("."),
             "" if not notes else "; " + "; ".join(notes),
             "Fix the cause and re-run; every run is recorded in %s." % opts.releases_log)
+        self.result.update(redact_values(self.result, self.env))
         try:
-            append_jsonl(opts.releases_log, audit_record(self.result, opts.app_name, self.actor))
+            append_jsonl(opts.releases_log, audit_record(self.result, opts.app_name, self.actor, self.env))
         except OSError as log_error:
             self.result["msg"] += " (could not write %s: %s)" % (opts.releases_log, log_error)
         if self.lock:
