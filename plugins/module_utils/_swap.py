@@ -940,11 +940,46 @@ class Swap:
         if not self.opts.env_file:
             self.env, self.env_sha256 = [], None
             return
+        path = self.opts.env_file
+        # Read as root from a directory the deploy user may write: never through a link (root would
+        # hand another file's lines to the container), never a FIFO (it would block, lock held).
         try:
-            with open(self.opts.env_file, "rb") as handle:
-                raw = handle.read()
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
-            raise SwapError("cannot read env_file %s: %s" % (self.opts.env_file, exc.strerror))
+            if exc.errno == errno.ELOOP:
+                raise SwapError("env_file %s is a symbolic link; refusing to follow it (a link planted by a user "
+                                "who can write that directory could make root read the file it names). Remove it "
+                                "and re-run playbooks/setup.yaml (role app_env)" % path)
+            raise SwapError("cannot read env_file %s: %s" % (path, exc.strerror))
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise SwapError("env_file %s is not a regular file; refusing to read it. Remove it and re-run "
+                                "playbooks/setup.yaml (role app_env)" % path)
+            if info.st_nlink != 1:
+                raise SwapError("env_file %s has %d hard links; refusing to read it (it may be another file linked "
+                                "there). Remove it and re-run playbooks/setup.yaml (role app_env)"
+                                % (path, info.st_nlink))
+            directory = os.stat(os.path.dirname(os.path.abspath(path)))
+            # Its owner (app_env: the deploy user), this process's user, the directory's owner, or
+            # anyone when only root could have put it there (a root-owned directory nobody else writes).
+            root_only_dir = directory.st_uid == 0 and not directory.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+            if info.st_uid not in (os.geteuid(), directory.st_uid) and not root_only_dir:
+                raise SwapError("env_file %s is owned by uid %d, neither this process's user (uid %d) nor its "
+                                "directory's owner, in a directory others may write; refusing to read it. Check "
+                                "who put it there, then re-run playbooks/setup.yaml (role app_env)"
+                                % (path, info.st_uid, os.geteuid()))
+            chunks = []
+            while True:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            raw = b"".join(chunks)
+        except OSError as exc:
+            raise SwapError("cannot read env_file %s: %s" % (path, exc.strerror))
+        finally:
+            os.close(fd)
         self.env_sha256 = hashlib.sha256(raw).hexdigest()
         try:
             self.env = parse_env_file(raw.decode("utf-8"))

@@ -698,3 +698,78 @@ def test_snapshot_temp_file_swapped_for_a_link_is_not_written(tmp_path, data_dir
     monkeypatch.undo()
     assert _state(secret_file) == before
     assert list(backups.iterdir()) == []
+
+
+# -- the env file: read as root, in a directory the deploy user may write ----------------------------
+def _env_swap(env_file: Path) -> _swap.Swap:
+    return _swap.Swap(options_from_dict({"app_name": "todo", "image": "greenlight/todo:v1",
+                                         "app_dir": str(env_file.parent), "env_file": str(env_file),
+                                         "upstream_file": str(env_file.parent / "upstream.conf"),
+                                         "host_ports": [18001, 18002]}), docker=object())
+
+
+def test_env_file_a_link_is_refused(tmp_path, secret_file):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "todo.env").symlink_to(secret_file)
+    with pytest.raises(_swap.SwapError, match="env_file %s is a symbolic link" % (app / "todo.env")):
+        _env_swap(app / "todo.env")._read_env()
+
+
+def test_env_file_a_fifo_is_refused_at_once(tmp_path):
+    """A FIFO would block the run forever while it holds the deploy lock."""
+    app = tmp_path / "app"
+    app.mkdir()
+    os.mkfifo(app / "todo.env")
+    outcome: dict[str, t.Any] = {}
+
+    def read() -> None:
+        try:
+            _env_swap(app / "todo.env")._read_env()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome["error"] = exc
+
+    import threading
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(5)
+    if reader.is_alive():  # unblock the reader so the test run can end
+        with open(os.open(app / "todo.env", os.O_WRONLY | os.O_NONBLOCK), "w"):
+            pass
+        pytest.fail("reading a FIFO env_file blocked")
+    assert isinstance(outcome.get("error"), _swap.SwapError), outcome
+    assert "env_file %s is not a regular file" % (app / "todo.env") in str(outcome["error"])
+
+
+def test_env_file_a_hard_link_is_refused(tmp_path):
+    app = tmp_path / "app"
+    app.mkdir()
+    other = tmp_path / "other.env"
+    other.write_text("A=1\n")
+    os.link(other, app / "todo.env")
+    with pytest.raises(_swap.SwapError, match="hard links"):
+        _env_swap(app / "todo.env")._read_env()
+
+
+@needs_root
+def test_env_file_owned_by_the_deploy_user_is_read(tmp_path):
+    """app_env writes it owned by the deploy user, in <app_dir> owned by the deploy user or by root
+    (then only root could have put it there): both are read. A stranger's file in a directory
+    others may write is refused."""
+    deploy_uid = APP_UID + 1
+    app = tmp_path / "app"
+    app.mkdir(mode=0o750)
+    env_file = app / "todo.env"
+    env_file.write_text("A=1\nB=two\n")
+    os.chown(env_file, deploy_uid, deploy_uid)
+    swap = _env_swap(env_file)
+    swap._read_env()  # root's 0750 directory
+    assert swap.env == ["A=1", "B=two"]
+    os.chown(app, deploy_uid, deploy_uid)
+    swap._read_env()  # the deploy user's directory
+    assert swap.env == ["A=1", "B=two"]
+    os.chown(app, 0, 0)
+    app.chmod(0o1777)
+    with pytest.raises(_swap.SwapError, match="owned by uid %d" % deploy_uid):
+        swap._read_env()
