@@ -38,6 +38,7 @@ import errno
 import fcntl
 import json
 import os
+import pwd
 import re
 import socket
 import stat
@@ -71,6 +72,8 @@ from ._swap import (
 )
 
 PROG = "deploy.sh"
+# The only PATH root runs commands with (deploy.sh sets the same one; sudo may keep the caller's).
+SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 # A tag deploy.sh accepts is also a release id (rollback needs one); \Z, not $ (no trailing newline).
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
@@ -204,7 +207,13 @@ def pull(reference: str, config: dict[str, t.Any]) -> None:
     check_root_only(docker_config, "docker_config")
     if os.path.lexists(os.path.join(docker_config, "config.json")):
         check_root_only(os.path.join(docker_config, "config.json"), "docker_config")
-    env = dict(os.environ, DOCKER_CONFIG=docker_config)
+    # Nothing of the caller's environment: under sudo without secure_path its PATH would choose
+    # which `docker` root runs, and DOCKER_HOST/DOCKER_CONTEXT/... where the client goes.
+    try:
+        home = pwd.getpwuid(os.geteuid()).pw_dir
+    except KeyError:
+        home = "/"
+    env = {"PATH": SAFE_PATH, "HOME": home, "DOCKER_CONFIG": docker_config, "LANG": "C.UTF-8"}
     argv = [config.get("docker_command") or "docker", "pull", reference]
     if not sys.stderr.isatty():
         argv.insert(2, "--quiet")  # layer progress is only useful on a terminal

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -147,6 +149,53 @@ def test_pull_runs_with_the_private_docker_config(tmp_path: Path) -> None:
     config = json.loads(_config(tmp_path, marker, docker_config).read_text())
     _swap_cli.pull("registry.example.com/team/todo:v1", config)
     assert marker.read_text() == "ran\n"
+
+
+def test_pull_runs_docker_with_a_fixed_environment(tmp_path: Path, monkeypatch) -> None:
+    """Under sudo without secure_path the caller's PATH (and anything else) may reach root: the
+    pull finds `docker` on a fixed PATH and passes the Docker client nothing of the caller's."""
+    planted = tmp_path / "bin"
+    planted.mkdir()
+    marker = tmp_path / "planted-ran"
+    (planted / "docker").write_text("#!/bin/sh\necho ran > %s\n" % marker)
+    (planted / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", "%s:%s" % (planted, os.environ.get("PATH", "")))
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:1")
+    monkeypatch.setenv("DOCKER_CONTEXT", "planted")
+    docker_config = tmp_path / "docker"
+    docker_config.mkdir(mode=0o700)
+    config = json.loads(_config(tmp_path, tmp_path / "unused", docker_config).read_text())
+    del config["docker_command"]
+    seen: dict = {}
+
+    def fake_run(argv, env=None, **kwargs):
+        seen.update(argv=argv, env=env)
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(_swap_cli.subprocess, "run", fake_run)
+    _swap_cli.pull("registry.example.com/team/todo:v1", config)
+    assert seen["argv"][0] == "docker"
+    env = seen["env"]
+    assert env is not None and env["PATH"] == "/usr/sbin:/usr/bin:/sbin:/bin"
+    assert env["DOCKER_CONFIG"] == str(docker_config) and env["HOME"] == pwd.getpwuid(os.geteuid()).pw_dir
+    assert set(env) <= {"PATH", "HOME", "DOCKER_CONFIG", "LANG"}, sorted(env)
+    assert not marker.exists()
+
+
+def test_pull_environment_reaches_the_docker_client(tmp_path: Path, monkeypatch) -> None:
+    dump = tmp_path / "env-seen"
+    helper = tmp_path / "dump-env.sh"
+    helper.write_text("#!/bin/sh\nenv > %s\n" % dump)
+    helper.chmod(0o755)
+    monkeypatch.setenv("GREENLIGHT_PLANTED", "1")
+    docker_config = tmp_path / "docker"
+    docker_config.mkdir(mode=0o700)
+    config = json.loads(_config(tmp_path, tmp_path / "unused", docker_config).read_text())
+    config["docker_command"] = str(helper)
+    _swap_cli.pull("registry.example.com/team/todo:v1", config)
+    seen = dict(line.split("=", 1) for line in dump.read_text().splitlines() if "=" in line)
+    assert seen["PATH"] == "/usr/sbin:/usr/bin:/sbin:/bin" and seen["DOCKER_CONFIG"] == str(docker_config)
+    assert "GREENLIGHT_PLANTED" not in seen
 
 
 def _records_file(tmp_path: Path, records: list[dict]) -> Path:
