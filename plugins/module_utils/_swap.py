@@ -1434,8 +1434,11 @@ class Swap:
 
     def _prune_images(self, candidates: list) -> list[str]:
         """Remove the images of the containers just pruned that no container of this app uses any
-        more (kept releases, the live one, services). Docker itself refuses (409) an image any other
-        container uses, of any app, or one with several tags: it is left alone."""
+        more (kept releases, the live one, services) and that the deployed release does not use;
+        those are never asked for. DELETE /images/<id> without force: Docker itself refuses (409)
+        an image any other container uses (of any app, running or stopped) or one tagged in
+        several repositories, which is then left alone; an image with several tags of one
+        repository is untagged and removed."""
         in_use = {c.get("ImageID") for c in self._containers()}
         pruned = []
         for image_id in dict.fromkeys(candidates):  # unique, in order
