@@ -11,8 +11,11 @@ PLANTED = ("python3", "docker", "nginx", "id", "sudo", "env")
 DROP_IN = "/etc/sudoers.d/zz-greenlight-test-no-secure-path"
 
 
+MARKERS = "/root/greenlight-test-path"  # 0700 root: only a planted command run by root can write here
+
+
 def _marker(name: str) -> str:
-    return f"/tmp/greenlight-test-path-{name}-ran"
+    return f"{MARKERS}/{name}-ran"
 
 
 def _as_deploy_with_planted_path(host, *args: str):
@@ -24,12 +27,12 @@ def test_a_planted_path_never_runs_as_root(host) -> None:
     host.run("sudo -u deploy mkdir -p /home/deploy/bin")
     for name in PLANTED:
         # Leaves a marker with the uid that ran it, then does what the real one does.
-        script = (f"#!/bin/sh\n/usr/bin/id -u >> {_marker(name)}\n"
+        script = (f"#!/bin/sh\n/usr/bin/id -u >> {_marker(name)} 2>/dev/null\n"
                   f"PATH=/usr/sbin:/usr/bin:/sbin:/bin exec {name} \"$@\"\n")
         written = host.run("printf %s " + shlex.quote(script)
                            + f" | sudo -u deploy sh -c 'cat > /home/deploy/bin/{name} && chmod 755 /home/deploy/bin/{name}'")
         assert written.rc == 0, written.stderr
-        host.run(f"rm -f {_marker(name)}")
+    assert host.run(f"rm -rf {MARKERS} && mkdir -m 0700 {MARKERS}").rc == 0
     try:
         assert host.run(f"printf 'Defaults:deploy !secure_path\\n' > {DROP_IN} && chmod 0440 {DROP_IN}"
                         f" && visudo -cf {DROP_IN}").rc == 0
@@ -47,4 +50,4 @@ def test_a_planted_path_never_runs_as_root(host) -> None:
             marker = host.file(_marker(name))
             assert not marker.exists, "root ran the deploy user's %s (uid %s)" % (name, marker.content_string.strip())
     finally:
-        host.run(f"rm -f {DROP_IN} " + " ".join(f"/home/deploy/bin/{name} {_marker(name)}" for name in PLANTED))
+        host.run(f"rm -rf {DROP_IN} {MARKERS} " + " ".join(f"/home/deploy/bin/{name}" for name in PLANTED))
