@@ -136,8 +136,9 @@ class DockerClient:
         return self._call("GET", "/images/%s/json" % quote(reference, safe=":@/"))
 
     def remove_image(self, image: str) -> None:
-        """`docker rmi` without force: the engine answers 409 while any container uses the image
-        or when it has several tags (raised as DockerError with status 409), 404 when it is gone."""
+        """`docker rmi` without force, by id: the engine answers 409 while any container uses the
+        image or when it is tagged in several repositories (raised as DockerError with status 409),
+        404 when it is gone; several tags of one repository are all removed with it."""
         self._call("DELETE", "/images/%s" % quote(image, safe=":@/"), query={"force": "0", "noprune": "0"})
 
     # -- containers --------------------------------------------------------------------------

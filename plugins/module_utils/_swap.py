@@ -460,8 +460,10 @@ def holder_message(lock_file: str, holder: t.Optional[dict[str, t.Any]], waited:
                holder.get("release"), holder.get("phase"), holder.get("since"), waited))
 
 
-def audit_record(result: dict[str, t.Any], app_name: str, actor: dict[str, t.Any]) -> dict[str, t.Any]:
-    """The line appended to releases.jsonl (the module returns the same fields)."""
+def audit_record(result: dict[str, t.Any], app_name: str, actor: dict[str, t.Any],
+                 env: t.Sequence[str] = ()) -> dict[str, t.Any]:
+    """The line appended to releases.jsonl (the module returns the same fields), every env value
+    in any of its texts redacted (see redact())."""
     keys = ("action", "changed", "release", "previous_release", "image", "image_id", "image_digest", "live_port",
             "container_id", "container_name", "services", "snapshot", "phases", "health_attempts", "rolled_back",
             "failed_phase", "error", "adopted", "proxy_uncertain")
@@ -470,7 +472,7 @@ def audit_record(result: dict[str, t.Any], app_name: str, actor: dict[str, t.Any
     for key in keys:
         if key in result:
             record[key] = result[key]
-    return record
+    return redact_values(record, env)
 
 
 # --------------------------------------------------------------------------------------------
@@ -556,33 +558,66 @@ def _traverse_groups(directory: str, uid: int) -> t.Optional[list[int]]:
 
 
 @contextlib.contextmanager
-def _filesystem_identity(uid: int, gid: int, directory: str) -> t.Iterator[None]:
-    """Open files in `directory` as uid:gid (setfsuid/setfsgid: this thread only; supplementary
-    groups only those needed to reach the directory). A link the app plants in its own directory,
-    even after the checks, then reaches only what the app could reach itself. A no-op unless we are
-    root and uid is not, off Linux, or when uid could not reach the directory."""
-    libc = ctypes.CDLL(None, use_errno=True) if os.geteuid() == 0 and uid != 0 else None
-    reach = _traverse_groups(directory, uid) if libc is not None else None
-    if libc is None or reach is None or not hasattr(libc, "setfsuid"):
-        yield
+def _filesystem_identity(db_path: str, db_owner: os.stat_result) -> t.Iterator[None]:
+    """Open the database's files as the owner of its directory (setfsuid/setfsgid: this thread
+    only; supplementary groups only those needed to reach the directory). A link the app plants in
+    its own directory, even after the checks, then reaches only what the app could reach itself.
+    The directory's uid and gid, not the file's: the app can chgrp its file to any group of its
+    image. Fails closed (UnsafePathError naming the path and the cause) whenever that identity
+    cannot be taken; never goes on as root. A no-op when this process is not root."""
+    directory = os.path.dirname(os.path.abspath(db_path))
+    if os.geteuid() != 0:
+        yield  # not root: the files are opened with no more than this user's rights anyway
         return
+    _refuse_linked_dir(directory)
+    info = os.stat(directory)
+    uid, gid = info.st_uid, info.st_gid
+    if db_owner.st_uid == 0:
+        raise UnsafePathError(
+            "%s is owned by root: a database owned by root (an app running as root in its container) cannot be "
+            "snapshotted or restored safely, since root would open it through any link the app plants. Run the app "
+            "as a non-root uid (app_host_container_uid) and chown the database to it, or set "
+            "deploy_script_sqlite_path to \"\" (container_swap: sqlite_path) to skip snapshots" % db_path)
+    if uid == 0:
+        raise UnsafePathError(
+            "the data directory %s is owned by root: the data directory must be owned by the app's uid and let it "
+            "in (app_host lays it out so: owner app_host_container_uid, mode 0750); chown it and re-run" % directory)
+    if gid == 0:
+        raise UnsafePathError(
+            "the data directory %s is in group root (gid 0): the database would be opened with root's group. "
+            "chgrp it back to the deploy group (as app_host lays it out) and re-run" % directory)
+    reach = _traverse_groups(directory, uid)
+    if reach is None:
+        raise UnsafePathError(
+            "uid %d cannot reach its data directory %s (mode %04o): the data directory must be owned by the app's "
+            "uid and let it in (owner app_host_container_uid, mode 0750), and every directory above it must let "
+            "it through; refusing to open the database as root. chmod 0750 %s (or re-run playbooks/setup.yaml) "
+            "and re-run" % (uid, directory, stat.S_IMODE(info.st_mode), directory))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "setfsuid") or not hasattr(libc, "setfsgid"):
+        raise UnsafePathError("cannot open %s as its directory's owner (uid %d): this C library has no "
+                              "setfsuid/setfsgid; refusing to open it as root" % (db_path, uid))
     groups = os.getgroups()
+    groups_changed = False
     try:
-        os.setgroups(reach)
-    except PermissionError:  # no CAP_SETGID (a restricted container): the checks above still apply
-        yield
-        return
-    libc.setfsgid(gid)
-    libc.setfsuid(uid)
-    try:
+        try:
+            os.setgroups(reach)
+        except PermissionError as exc:  # no CAP_SETGID (a restricted container)
+            raise UnsafePathError("cannot open %s as uid %d: setgroups refused (%s; the engine needs CAP_SETGID); "
+                                  "refusing to open it as root" % (db_path, uid, exc.strerror)) from None
+        groups_changed = True
+        libc.setfsgid(gid)
+        libc.setfsuid(uid)
         # An invalid id (-1) changes nothing and returns the current one.
         if libc.setfsuid(-1) != uid or libc.setfsgid(-1) != gid:
-            raise UnsafePathError("cannot switch the filesystem identity to %d:%d" % (uid, gid))
+            raise UnsafePathError("cannot open %s as uid %d: cannot switch the filesystem identity to %d:%d; "
+                                  "refusing to open it as root" % (db_path, uid, uid, gid))
         yield
     finally:
         libc.setfsuid(os.geteuid())
         libc.setfsgid(os.getegid())
-        os.setgroups(groups)
+        if groups_changed:
+            os.setgroups(groups)
 
 
 def append_jsonl(path: str, record: dict[str, t.Any]) -> None:
@@ -773,7 +808,7 @@ def sqlite_snapshot(db_path: str, snapshot_path: str) -> None:
             raise UnsafePathError("%s was replaced while the snapshot was being taken; refusing to write it"
                                   % tmp_path)
         target.execute("PRAGMA journal_mode=MEMORY")  # no journal file beside the temp file
-        with _filesystem_identity(owner.st_uid, owner.st_gid, os.path.dirname(os.path.abspath(db_path))):
+        with _filesystem_identity(db_path, owner):
             source = sqlite3.connect("file:%s?mode=ro" % db_path, uri=True, timeout=30)
             try:
                 source.backup(target)
@@ -801,7 +836,7 @@ def sqlite_restore(snapshot_path: str, db_path: str) -> None:
             source.backup(memory)
         finally:
             source.close()
-        with _filesystem_identity(owner.st_uid, owner.st_gid, os.path.dirname(os.path.abspath(db_path))):
+        with _filesystem_identity(db_path, owner):
             target = sqlite3.connect(db_path, timeout=30)
             try:
                 memory.backup(target)
@@ -852,6 +887,19 @@ def redact(text: str, env: t.Sequence[str]) -> str:
     return pattern.sub(lambda match: "[redacted %s]" % names[match.group(0)], text)
 
 
+def redact_values(value: t.Any, env: t.Sequence[str]) -> t.Any:
+    """`value` (a result, an audit line) with redact() applied to every text in it, at any depth."""
+    if not env:
+        return value
+    if isinstance(value, str):
+        return redact(value, env)
+    if isinstance(value, dict):
+        return {key: redact_values(item, env) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_values(item, env) for item in value]
+    return value
+
+
 class Swap:
     """One swap on one server. Use :func:`run_swap`."""
 
@@ -892,11 +940,46 @@ class Swap:
         if not self.opts.env_file:
             self.env, self.env_sha256 = [], None
             return
+        path = self.opts.env_file
+        # Read as root from a directory the deploy user may write: never through a link (root would
+        # hand another file's lines to the container), never a FIFO (it would block, lock held).
         try:
-            with open(self.opts.env_file, "rb") as handle:
-                raw = handle.read()
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
-            raise SwapError("cannot read env_file %s: %s" % (self.opts.env_file, exc.strerror))
+            if exc.errno == errno.ELOOP:
+                raise SwapError("env_file %s is a symbolic link; refusing to follow it (a link planted by a user "
+                                "who can write that directory could make root read the file it names). Remove it "
+                                "and re-run playbooks/setup.yaml (role app_env)" % path)
+            raise SwapError("cannot read env_file %s: %s" % (path, exc.strerror))
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise SwapError("env_file %s is not a regular file; refusing to read it. Remove it and re-run "
+                                "playbooks/setup.yaml (role app_env)" % path)
+            if info.st_nlink != 1:
+                raise SwapError("env_file %s has %d hard links; refusing to read it (it may be another file linked "
+                                "there). Remove it and re-run playbooks/setup.yaml (role app_env)"
+                                % (path, info.st_nlink))
+            directory = os.stat(os.path.dirname(os.path.abspath(path)))
+            # Its owner (app_env: the deploy user), this process's user, the directory's owner, or
+            # anyone when only root could have put it there (a root-owned directory nobody else writes).
+            root_only_dir = directory.st_uid == 0 and not directory.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+            if info.st_uid not in (os.geteuid(), directory.st_uid) and not root_only_dir:
+                raise SwapError("env_file %s is owned by uid %d, neither this process's user (uid %d) nor its "
+                                "directory's owner, in a directory others may write; refusing to read it. Check "
+                                "who put it there, then re-run playbooks/setup.yaml (role app_env)"
+                                % (path, info.st_uid, os.geteuid()))
+            chunks = []
+            while True:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            raw = b"".join(chunks)
+        except OSError as exc:
+            raise SwapError("cannot read env_file %s: %s" % (path, exc.strerror))
+        finally:
+            os.close(fd)
         self.env_sha256 = hashlib.sha256(raw).hexdigest()
         try:
             self.env = parse_env_file(raw.decode("utf-8"))
@@ -1025,7 +1108,8 @@ class Swap:
         steps = []
         if plan["others"] and not plan["live"]:
             steps.append("the upstream file names port %s, where no web container runs: point it at the newest "
-                         "running one that answers %s (adopt it) instead of stopping it; candidates: %s"
+                         "running one that answers %s (adopt it) instead of stopping it, or fail stopping nothing "
+                         "if none answers; candidates: %s"
                          % (plan["upstream_port"], opts.health_path, ", ".join(_name(c) for c in plan["others"])))
         elif plan["others"]:
             steps.append("stop leftover web container(s) of an interrupted run: %s"
@@ -1176,7 +1260,8 @@ class Swap:
         """Converge after an interrupted run (kill -9) or a failed reload: remove one-off
         containers; stop web containers that run but are not the one the upstream file names.
         A running web container is stopped only after nginx was reloaded with a file naming
-        another running one: when the file names nothing that runs, adopt one first."""
+        another running one: when the file names nothing that runs, adopt one first; when none
+        can be adopted, fail with nothing stopped (SwapError)."""
         cleaned = []
         for container in self._containers():
             if _label(container, LABEL_SERVICE) in ONE_OFF_SERVICES:
@@ -1196,6 +1281,20 @@ class Swap:
             if live is not None:
                 others = [c for c in others if c["Id"] != live["Id"]]
                 maybe_serving = True  # nginx may still route to any of the others
+            elif [c for c in others if c["Id"] != never_served]:
+                # None answers its health path, yet nginx may route to one (a probe times out exactly
+                # under load): stopping any could be the outage. Stop nothing; a person decides.
+                running = ", ".join("%s (release %s, port %s)" % (_name(c), _label(c, LABEL_RELEASE),
+                                                                  _label(c, LABEL_PORT))
+                                    for c in others if c["Id"] != never_served)
+                raise SwapError(
+                    "the upstream file %s names port %s, where no web container runs, and no running web container "
+                    "answered %s on its port: %s. nginx may still route to one of them, so no web container was "
+                    "stopped or removed. Check the app's health (docker logs <container>; curl "
+                    "http://127.0.0.1:<port>%s) and re-run (one that answers is adopted), or point the upstream file "
+                    "at the port of the release that serves (then nginx -t and reload nginx) and re-run"
+                    % (self.opts.upstream_file, plan["upstream_port"], self.opts.health_path, running,
+                       self.opts.health_path))
         elif maybe_serving and plan["upstream_port"] is not None:
             # nginx may still route to a leftover (killed between rename and reload): make it read
             # the file that names the live container, and let in-flight requests finish.
@@ -1205,10 +1304,7 @@ class Swap:
             for container in others:
                 self._drain(_label(container, LABEL_PORT))
         for container in others:
-            if live is None and container["Id"] != never_served:
-                # Nothing answers its health path, so nothing of these serves: stop, keep as a release.
-                self._stop(container["Id"])
-            elif interrupted and container["Id"] == interrupted.get("old_container"):
+            if interrupted and container["Id"] == interrupted.get("old_container"):
                 self._stop(container["Id"])  # the previous live release: keep it for rollback
             else:
                 if maybe_serving:
@@ -1338,8 +1434,11 @@ class Swap:
 
     def _prune_images(self, candidates: list) -> list[str]:
         """Remove the images of the containers just pruned that no container of this app uses any
-        more (kept releases, the live one, services). Docker itself refuses (409) an image any other
-        container uses, of any app, or one with several tags: it is left alone."""
+        more (kept releases, the live one, services) and that the deployed release does not use;
+        those are never asked for. DELETE /images/<id> without force: Docker itself refuses (409)
+        an image any other container uses (of any app, running or stopped) or one tagged in
+        several repositories, which is then left alone; an image with several tags of one
+        repository is untagged and removed."""
         in_use = {c.get("ImageID") for c in self._containers()}
         pruned = []
         for image_id in dict.fromkeys(candidates):  # unique, in order
@@ -1380,14 +1479,14 @@ class Swap:
         try:
             plan = self.plan()
         except (SwapError, DockerError) as exc:
-            self.result.update({"failed_phase": "plan", "error": str(exc), "phases": self.phases,
+            self.result.update({"failed_phase": "plan", "error": redact(str(exc), self.env), "phases": self.phases,
                                 "action": "rollback" if opts.mode == "rollback" else "deploy",
                                 "release": opts.release or opts.rollback_release, "image": opts.image})
             message = "%s of %s failed in phase plan on %s (nothing was changed): %s" % (
-                self.result["action"], opts.app_name, self.actor["host"], exc)
+                self.result["action"], opts.app_name, self.actor["host"], self.result["error"])
             if not opts.check_mode:
                 try:
-                    append_jsonl(opts.releases_log, audit_record(self.result, opts.app_name, self.actor))
+                    append_jsonl(opts.releases_log, audit_record(self.result, opts.app_name, self.actor, self.env))
                 except OSError as log_error:
                     message += " (could not write %s: %s)" % (opts.releases_log, log_error)
             raise SwapError(message, self.result)
@@ -1412,6 +1511,7 @@ class Swap:
             self._fail(exc)
             raise SwapError(self.result["msg"], self.result) from (exc if isinstance(exc, Exception) else None)
         self._proxy_check()
+        self.result.update(redact_values(self.result, self.env))  # e.g. an X-Release the app chose
         return self.result
 
     def _proxy_check(self) -> None:
@@ -1500,7 +1600,7 @@ class Swap:
         self.result["phases"] = self.phases
         self._leave("record", started)
         self.result["phases"] = self.phases
-        append_jsonl(opts.releases_log, audit_record(self.result, opts.app_name, self.actor))
+        append_jsonl(opts.releases_log, audit_record(self.result, opts.app_name, self.actor, self.env))
         self.lock.release()
         self.lock = None
 
@@ -1625,6 +1725,9 @@ class Swap:
             message = str(exc)
         else:
             message = "%s: %s" % (type(exc).__name__, exc) if not isinstance(exc, SwapError) else str(exc)
+        # App-controlled text reaches here (an X-Release header, a health answer, log lines, any
+        # exception's text): redact once, for the message, the result and the audit line alike.
+        message = redact(message, self.env)
         if self.result.get("proxy_uncertain") and not isinstance(exc, LockTimeout):
             for container_id in list(self.one_off):
                 self._remove_quietly(container_id)
@@ -1650,7 +1753,7 @@ class Swap:
                 notes.append("the previous release %s is serving again" % previous)
             elif previous and plan and plan["live"]:
                 notes.append("the previous release %s is still serving" % previous)
-            elif plan and not plan["live"]:
+            elif plan and not plan["live"] and phase != "cleanup":
                 notes.append("no release was live")
         elif self.switched:
             notes.append("release %s is live on port %s" % (self.result.get("release"), self.result.get("live_port")))
@@ -1661,8 +1764,9 @@ class Swap:
             what, opts.app_name, self.result.get("release"), phase, self.actor["host"], message.rstrip("."),
             "" if not notes else "; " + "; ".join(notes),
             "Fix the cause and re-run; every run is recorded in %s." % opts.releases_log)
+        self.result.update(redact_values(self.result, self.env))
         try:
-            append_jsonl(opts.releases_log, audit_record(self.result, opts.app_name, self.actor))
+            append_jsonl(opts.releases_log, audit_record(self.result, opts.app_name, self.actor, self.env))
         except OSError as log_error:
             self.result["msg"] += " (could not write %s: %s)" % (opts.releases_log, log_error)
         if self.lock:

@@ -38,6 +38,7 @@ import errno
 import fcntl
 import json
 import os
+import pwd
 import re
 import socket
 import stat
@@ -71,6 +72,8 @@ from ._swap import (
 )
 
 PROG = "deploy.sh"
+# The only PATH root runs commands with (deploy.sh sets the same one; sudo may keep the caller's).
+SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 # A tag deploy.sh accepts is also a release id (rollback needs one); \Z, not $ (no trailing newline).
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
@@ -90,13 +93,23 @@ class CliError(Exception):
         self.code = code
 
 
+# Control characters (C0 but newline and tab, DEL, C1) and bidi overrides: what the deploy user or
+# the app wrote (--actor, releases.jsonl, the lock, log lines) must not drive the reader's terminal.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _printable(text: str) -> str:
+    return _CONTROL.sub(lambda match: "\\x%02x" % ord(match.group(0)) if ord(match.group(0)) < 0x100
+                        else "\\u%04x" % ord(match.group(0)), text)
+
+
 def _out(text: str) -> None:
-    sys.stdout.write(text + "\n")
+    sys.stdout.write(_printable(text) + "\n")
     sys.stdout.flush()
 
 
 def _err(text: str) -> None:
-    sys.stderr.write(text + "\n")
+    sys.stderr.write(_printable(text) + "\n")
     sys.stderr.flush()
 
 
@@ -204,7 +217,13 @@ def pull(reference: str, config: dict[str, t.Any]) -> None:
     check_root_only(docker_config, "docker_config")
     if os.path.lexists(os.path.join(docker_config, "config.json")):
         check_root_only(os.path.join(docker_config, "config.json"), "docker_config")
-    env = dict(os.environ, DOCKER_CONFIG=docker_config)
+    # Nothing of the caller's environment: under sudo without secure_path its PATH would choose
+    # which `docker` root runs, and DOCKER_HOST/DOCKER_CONTEXT/... where the client goes.
+    try:
+        home = pwd.getpwuid(os.geteuid()).pw_dir
+    except KeyError:
+        home = "/"
+    env = {"PATH": SAFE_PATH, "HOME": home, "DOCKER_CONFIG": docker_config, "LANG": "C.UTF-8"}
     argv = [config.get("docker_command") or "docker", "pull", reference]
     if not sys.stderr.isatty():
         argv.insert(2, "--quiet")  # layer progress is only useful on a terminal
@@ -221,19 +240,6 @@ def pull(reference: str, config: dict[str, t.Any]) -> None:
 # --------------------------------------------------------------------------------------------
 # Reading the server's state (status, restore-database)
 # --------------------------------------------------------------------------------------------
-def _open_no_symlink(path: str, what: str) -> int:
-    """A read-only descriptor of a state file in the deploy user's app directory, never through a
-    symlink planted there (root would read, and print, a file of the link's choosing)."""
-    try:
-        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise CliError("refusing to read %s (%s): it is a symlink; deploy.sh runs as root and does not "
-                           "follow links in the app directory. Remove the link and re-run playbooks/setup.yaml"
-                           % (path, what), EXIT_FAILED)
-        raise
-
-
 def read_records(path: str, limit: int | None = None) -> list[dict[str, t.Any]]:
     try:  # never through a link the deploy user planted (root would show another file's lines)
         with os.fdopen(open_state_file(path, os.O_RDONLY), encoding="utf-8") as handle:
@@ -269,13 +275,13 @@ def web_containers(opts: t.Any) -> tuple[dict[str, t.Any] | None, list[dict[str,
 
 def lock_holder(lock_file: str) -> dict[str, t.Any] | None:
     """The holder's details when another process holds the deploy lock, else None."""
-    try:
-        fd = _open_no_symlink(lock_file, "deploy lock")
+    try:  # like the engine opens it: no symbolic or hard link, a regular file, owner checked
+        fd = open_state_file(lock_file, os.O_RDONLY)
     except FileNotFoundError:
         return None
+    except UnsafePathError as exc:
+        raise CliError("refusing to read the deploy lock: %s" % exc, EXIT_FAILED)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise CliError("refusing to read %s (deploy lock): not a regular file" % lock_file, EXIT_FAILED)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:

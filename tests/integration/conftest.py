@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import typing as t
 from pathlib import Path
@@ -267,8 +268,15 @@ def nginx(tmp_path: Path, app_name: str) -> t.Iterator[Nginx]:
 
 
 @pytest.fixture
-def app_host(tmp_path: Path, app_name: str, nginx: Nginx) -> AppHost:
-    return AppHost(tmp_path, app_name, nginx)
+def app_host(app_name: str, nginx: Nginx) -> t.Iterator[AppHost]:
+    """/opt/<app> as app_host lays it out: the app's uid reaches its data directory (pytest's
+    tmp_path is root's 0700, which the engine, opening the database as that uid, refuses)."""
+    base = Path(tempfile.mkdtemp(prefix="gltest-apphost-"))
+    try:
+        base.chmod(0o755)
+        yield AppHost(base, app_name, nginx)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -299,13 +299,39 @@ def test_cleanup_adopts_the_newest_healthy_one(tmp_path, app_port):
 
 
 def test_cleanup_without_a_healthy_candidate_stops_nothing_it_cannot_replace(tmp_path):
-    """No running web container answers its health path: none can be adopted, so none is
-    removed (they are stopped only, kept as releases, since nothing of them serves)."""
+    """No running web container answers its health path (probes time out exactly under load), so
+    none can be adopted, yet nginx may still route to one: nothing is stopped or removed, the run
+    fails in cleanup before anything else, and the message says what runs, what the upstream file
+    names and what to do."""
     port_a, port_b, nowhere = _free_port(), _free_port(), _free_port()
     values = _options(tmp_path, [port_a, port_b], ["true"])
     (tmp_path / "todo-upstream.conf").write_text("server 127.0.0.1:%d;\n" % nowhere)
     docker = RecordingDocker([_web("v1", IMAGE_V1, port_a, values)], {})
     swap = _swap.Swap(options_from_dict(values), docker=docker)
-    swap._cleanup(swap.plan())
-    assert "adopted" not in swap.result
-    assert ("remove", "id-v1") not in docker.calls
+    with pytest.raises(SwapError) as caught:
+        swap.run()
+    assert "adopted" not in caught.value.result
+    assert not [call for call in docker.calls if call[0] in ("stop", "remove", "create")], docker.calls
+    assert [c["State"] for c in docker.containers] == ["running"]
+    assert (tmp_path / "todo-upstream.conf").read_text() == "server 127.0.0.1:%d;\n" % nowhere
+    message = str(caught.value)
+    assert "failed in phase cleanup" in message and "no web container was stopped or removed" in message
+    assert "todo-web-v1-abc123 (release v1, port %d)" % port_a in message
+    assert "names port %d" % nowhere in message and "/health" in message
+    assert "no release was live" not in message
+    record = json.loads((tmp_path / "app" / "releases.jsonl").read_text().splitlines()[-1])
+    assert record["failed_phase"] == "cleanup" and record["result"] == "failed"
+
+
+def test_cleanup_still_removes_the_new_container_of_a_run_killed_before_its_switch(tmp_path):
+    """The first deploy was killed in health: its new container never served, so it is removed
+    (not a reason to stop the run)."""
+    port_a, port_b = _free_port(), _free_port()
+    values = _options(tmp_path, [port_a, port_b], ["true"])
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "deploy.lock").write_text(json.dumps({"phase": "health", "new_container": "id-v1"}))
+    docker = RecordingDocker([_web("v1", IMAGE_V1, port_a, values)], {})
+    swap = _swap.Swap(options_from_dict(values), docker=docker)
+    swap._health = lambda container_id, port: {"status": 200, "release": "v2"}
+    result = swap.run()
+    assert ("remove", "id-v1") in docker.calls and result["cleaned"] == ["todo-web-v1-abc123"]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import tarfile
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -342,22 +344,33 @@ def test_extract_static_adds_and_keeps(tmp_path):
 
 
 def test_sqlite_snapshot_and_restore(tmp_path):
-    db = tmp_path / "db.sqlite3"
-    with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE t (x)")
-        conn.execute("INSERT INTO t VALUES ('before')")
-    snapshot = tmp_path / "backups" / "snap.sqlite3"
-    _swap.sqlite_snapshot(str(db), str(snapshot))
-    with sqlite3.connect(db) as conn:
-        conn.execute("ALTER TABLE t ADD COLUMN broken")
-        conn.execute("INSERT INTO t VALUES ('after', 1)")
-    _swap.sqlite_restore(str(snapshot), str(db))
-    conn = sqlite3.connect(db)
+    # As on a server: the app's uid owns the database and its directory, which it can reach.
+    base = Path(tempfile.mkdtemp(prefix="gltest-db-"))
     try:
-        assert [r[0] for r in conn.execute("SELECT * FROM t")] == ["before"]
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        base.chmod(0o711)
+        data = base / "data"
+        data.mkdir()
+        db = data / "db.sqlite3"
+        with sqlite3.connect(db) as conn:
+            conn.execute("CREATE TABLE t (x)")
+            conn.execute("INSERT INTO t VALUES ('before')")
+        if os.geteuid() == 0:
+            for path in (data, db):
+                os.chown(path, 10001, 10001)
+        snapshot = tmp_path / "backups" / "snap.sqlite3"
+        _swap.sqlite_snapshot(str(db), str(snapshot))
+        with sqlite3.connect(db) as conn:
+            conn.execute("ALTER TABLE t ADD COLUMN broken")
+            conn.execute("INSERT INTO t VALUES ('after', 1)")
+        _swap.sqlite_restore(str(snapshot), str(db))
+        conn = sqlite3.connect(db)
+        try:
+            assert [r[0] for r in conn.execute("SELECT * FROM t")] == ["before"]
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        finally:
+            conn.close()
     finally:
-        conn.close()
+        shutil.rmtree(base)
 
 
 # -- engine with a fake Docker ------------------------------------------------------------------

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -149,6 +151,53 @@ def test_pull_runs_with_the_private_docker_config(tmp_path: Path) -> None:
     assert marker.read_text() == "ran\n"
 
 
+def test_pull_runs_docker_with_a_fixed_environment(tmp_path: Path, monkeypatch) -> None:
+    """Under sudo without secure_path the caller's PATH (and anything else) may reach root: the
+    pull finds `docker` on a fixed PATH and passes the Docker client nothing of the caller's."""
+    planted = tmp_path / "bin"
+    planted.mkdir()
+    marker = tmp_path / "planted-ran"
+    (planted / "docker").write_text("#!/bin/sh\necho ran > %s\n" % marker)
+    (planted / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", "%s:%s" % (planted, os.environ.get("PATH", "")))
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:1")
+    monkeypatch.setenv("DOCKER_CONTEXT", "planted")
+    docker_config = tmp_path / "docker"
+    docker_config.mkdir(mode=0o700)
+    config = json.loads(_config(tmp_path, tmp_path / "unused", docker_config).read_text())
+    del config["docker_command"]
+    seen: dict = {}
+
+    def fake_run(argv, env=None, **kwargs):
+        seen.update(argv=argv, env=env)
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(_swap_cli.subprocess, "run", fake_run)
+    _swap_cli.pull("registry.example.com/team/todo:v1", config)
+    assert seen["argv"][0] == "docker"
+    env = seen["env"]
+    assert env is not None and env["PATH"] == "/usr/sbin:/usr/bin:/sbin:/bin"
+    assert env["DOCKER_CONFIG"] == str(docker_config) and env["HOME"] == pwd.getpwuid(os.geteuid()).pw_dir
+    assert set(env) <= {"PATH", "HOME", "DOCKER_CONFIG", "LANG"}, sorted(env)
+    assert not marker.exists()
+
+
+def test_pull_environment_reaches_the_docker_client(tmp_path: Path, monkeypatch) -> None:
+    dump = tmp_path / "env-seen"
+    helper = tmp_path / "dump-env.sh"
+    helper.write_text("#!/bin/sh\nenv > %s\n" % dump)
+    helper.chmod(0o755)
+    monkeypatch.setenv("GREENLIGHT_PLANTED", "1")
+    docker_config = tmp_path / "docker"
+    docker_config.mkdir(mode=0o700)
+    config = json.loads(_config(tmp_path, tmp_path / "unused", docker_config).read_text())
+    config["docker_command"] = str(helper)
+    _swap_cli.pull("registry.example.com/team/todo:v1", config)
+    seen = dict(line.split("=", 1) for line in dump.read_text().splitlines() if "=" in line)
+    assert seen["PATH"] == "/usr/sbin:/usr/bin:/sbin:/bin" and seen["DOCKER_CONFIG"] == str(docker_config)
+    assert "GREENLIGHT_PLANTED" not in seen
+
+
 def _records_file(tmp_path: Path, records: list[dict]) -> Path:
     path = tmp_path / "releases.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -207,3 +256,44 @@ def test_image_reference_from_elsewhere_is_refused(argument: str) -> None:
     """Root would run it with the app's env file and mounts: only the app's repository."""
     with pytest.raises(CliError, match="image_repository"):
         _swap_cli.image_reference(argument, "registry.example.com/team/todo")
+
+
+# -- what root reads and prints for the deploy user ---------------------------------------------------
+def test_lock_holder_refuses_a_hard_link_or_a_strangers_lock(tmp_path: Path) -> None:
+    """The lock file is read like the engine opens it: no symbolic or hard link, owner checked."""
+    app = tmp_path / "app"
+    app.mkdir()
+    other = tmp_path / "root-only.json"
+    other.write_text(json.dumps({"pid": 1, "secret": "root's"}))
+    os.link(other, app / "deploy.lock")
+    with pytest.raises(CliError, match="hard links"):
+        _swap_cli.lock_holder(str(app / "deploy.lock"))
+    (app / "deploy.lock").unlink()
+    if os.geteuid() != 0:
+        pytest.fail("run as root: the owner rule is root's (the engine's user on a server)")
+    (app / "deploy.lock").write_text("")
+    os.chown(app / "deploy.lock", 10001, 10001)
+    with pytest.raises(CliError, match="owned by uid 10001"):
+        _swap_cli.lock_holder(str(app / "deploy.lock"))
+
+
+def test_status_prints_no_terminal_escape_of_what_others_wrote(tmp_path: Path, monkeypatch, capsys) -> None:
+    """releases.jsonl, the lock and --actor are the deploy user's (or the app's) text: printed with
+    control characters escaped, so no escape sequence reaches the terminal of whoever reads it."""
+    import argparse
+
+    config = json.loads(_config(tmp_path, tmp_path / "unused").read_text())
+    evil = "v9\x1b]0;owned\x07\x1b[2J\r\x9b31m\u202e"
+    log = tmp_path / "app" / "releases.jsonl"
+    log.write_text(json.dumps({"time": "t", "action": "deploy", "result": "ok", "release": evil,
+                               "previous_release": evil, "actor": {"by": evil}}) + "\n")
+    monkeypatch.setattr(_swap_cli, "web_containers", lambda opts: (None, [], 8001))
+    monkeypatch.setattr(_swap_cli, "lock_holder", lambda path: {"pid": 7, "user": evil, "release": evil,
+                                                                "action": "deploy", "phase": evil})
+    assert _swap_cli.cmd_status(config, argparse.Namespace(json=False, last=5)) == 0
+    out = capsys.readouterr().out
+    for character in ("\x1b", "\x07", "\r", "\x9b", "\u202e"):
+        assert character not in out, repr(character)
+    assert "v9\\x1b]0;owned\\x07" in out
+    _swap_cli._err("actor " + evil)
+    assert "\x1b" not in capsys.readouterr().err

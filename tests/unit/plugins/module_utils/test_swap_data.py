@@ -30,7 +30,17 @@ from ansible_collections.greenlight.deploy.plugins.module_utils._swap import (
 
 APP_UID = 10001
 ROOT = os.geteuid() == 0
-needs_root = pytest.mark.skipif(not ROOT, reason="switching the filesystem uid and chown need root")
+
+
+@pytest.fixture
+def must_be_root() -> None:
+    """The engine runs as root on a server; these tests prove what root does, so they cannot pass
+    (or be skipped) as another user."""
+    if not ROOT:
+        pytest.fail("run as root: switching the filesystem uid and chown need root (the engine's user on a server)")
+
+
+needs_root = pytest.mark.usefixtures("must_be_root")
 
 
 def _state(path: Path) -> tuple:
@@ -203,6 +213,121 @@ def test_restore_keeps_the_app_ownership_of_a_wal_database(tmp_path, data_dir):
     for path in data.iterdir():
         assert (path.stat().st_uid, path.stat().st_gid) == (APP_UID, APP_UID), path
     assert snapshot.stat().st_uid == 0 and oct(snapshot.stat().st_mode & 0o777) == "0o640"
+
+
+def _lose_the_race(monkeypatch) -> None:
+    """The app swaps its database for a link between the engine's check and SQLite's open."""
+    monkeypatch.setattr(_swap, "_refuse_links", lambda *paths: os.lstat(paths[0]))
+
+
+@needs_root
+@pytest.mark.parametrize("operation", ["snapshot", "restore"])
+def test_a_data_dir_the_app_closed_to_itself_is_refused(tmp_path, data_dir, monkeypatch, operation):
+    """The app chmods its data directory 0600: its uid can no longer reach the database, so the
+    engine would open it as plain root. It refuses instead, and creates nothing where a link points."""
+    db = data_dir / "db.sqlite3"
+    snapshot = tmp_path / "backups" / "snap.sqlite3"
+    sqlite_snapshot(str(db), str(snapshot))
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    target = private / "created-by-root"
+    db.unlink()
+    db.symlink_to(target)
+    os.lchown(db, APP_UID, APP_UID)
+    data_dir.chmod(0o600)
+    _lose_the_race(monkeypatch)
+    with pytest.raises(UnsafePathError) as caught:
+        if operation == "snapshot":
+            sqlite_snapshot(str(db), str(tmp_path / "backups" / "second.sqlite3"))
+        else:
+            sqlite_restore(str(snapshot), str(db))
+    message = str(caught.value)
+    assert str(data_dir) in message and "must be owned by the app's uid and let it in" in message
+    assert not os.path.lexists(target) and not (tmp_path / "backups" / "second.sqlite3").exists()
+
+
+@needs_root
+@pytest.mark.parametrize("operation", ["snapshot", "restore"])
+def test_a_database_owned_by_root_is_refused(tmp_path, data_dir, operation):
+    """An app running as root in its container writes a root-owned database: no uid to open it as."""
+    db = data_dir / "db.sqlite3"
+    snapshot = tmp_path / "backups" / "snap.sqlite3"
+    sqlite_snapshot(str(db), str(snapshot))
+    os.chown(db, 0, 0)
+    with pytest.raises(UnsafePathError) as caught:
+        if operation == "snapshot":
+            sqlite_snapshot(str(db), str(tmp_path / "backups" / "second.sqlite3"))
+        else:
+            sqlite_restore(str(snapshot), str(db))
+    message = str(caught.value)
+    assert str(db) in message and "owned by root" in message
+    assert "app_host_container_uid" in message and 'deploy_script_sqlite_path to ""' in message
+    assert not (tmp_path / "backups" / "second.sqlite3").exists()
+
+
+@needs_root
+def test_a_data_dir_owned_by_root_is_refused(tmp_path, data_dir):
+    os.chown(data_dir, 0, 0)
+    with pytest.raises(UnsafePathError, match="must be owned by the app's uid"):
+        sqlite_snapshot(str(data_dir / "db.sqlite3"), str(tmp_path / "backups" / "snap.sqlite3"))
+
+
+@needs_root
+def test_a_chgrp_of_the_database_does_not_widen_the_groups(tmp_path, data_dir, monkeypatch):
+    """The app may chgrp its files to any group of its image (gid 0 in many): the group the engine
+    opens the database with is its data directory's, so a link reaches no root-group file."""
+    other = data_dir.parent / "root-group"  # reachable by others (data_dir's parent is 0711)
+    other.mkdir()
+    other.chmod(0o750)
+    root_db = other / "root.sqlite3"
+    _make_db(root_db, rows=("root-group-only",))
+    root_db.chmod(0o640)
+    db = data_dir / "db.sqlite3"
+    db.unlink()
+    db.symlink_to(root_db)
+    os.lchown(db, APP_UID, 0)  # the app made the link, in group 0
+    _lose_the_race(monkeypatch)
+    second = tmp_path / "backups" / "second.sqlite3"
+    with pytest.raises((OSError, sqlite3.Error)):
+        sqlite_snapshot(str(db), str(second))
+    assert not second.exists()
+
+
+@needs_root
+def test_a_data_dir_in_group_root_is_refused(tmp_path, data_dir):
+    os.chown(data_dir, APP_UID, 0)
+    with pytest.raises(UnsafePathError, match="group"):
+        sqlite_snapshot(str(data_dir / "db.sqlite3"), str(tmp_path / "backups" / "snap.sqlite3"))
+
+
+@needs_root
+def test_no_way_to_switch_the_identity_refuses_and_restores_root(tmp_path, data_dir, monkeypatch):
+    """setgroups refused (no CAP_SETGID) or no setfsuid: refused, never continued as root; the
+    process's groups and filesystem ids are root's again afterwards."""
+    groups = os.getgroups()
+    db = str(data_dir / "db.sqlite3")
+
+    def refuse(_groups):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(_swap.os, "setgroups", refuse)
+    with pytest.raises(UnsafePathError, match="cannot open .* as uid %d" % APP_UID):
+        sqlite_snapshot(db, str(tmp_path / "backups" / "a.sqlite3"))
+    monkeypatch.undo()
+    assert os.getgroups() == groups
+
+    class NoFsuid:
+        def __init__(self, *args, **kwargs):
+            pass
+
+    monkeypatch.setattr(_swap.ctypes, "CDLL", NoFsuid)
+    with pytest.raises(UnsafePathError, match="setfsuid"):
+        sqlite_snapshot(db, str(tmp_path / "backups" / "b.sqlite3"))
+    monkeypatch.undo()
+    assert os.getgroups() == groups
+    (tmp_path / "after").write_text("")
+    assert (tmp_path / "after").stat().st_uid == 0 and (tmp_path / "after").stat().st_gid == 0
+    assert not list((tmp_path / "backups").glob("[ab].sqlite3*"))
 
 
 # -- state files root writes: the lock and releases.jsonl --------------------------------------------
@@ -453,17 +578,19 @@ def test_prune_never_removes_the_live_or_a_kept_image(tmp_path):
 
 
 # -- deploy.sh restore-database: the snapshot named in releases.jsonl ---------------------------------
-def test_restore_database_only_from_the_backups_dir(tmp_path, monkeypatch):
+def test_restore_database_only_from_the_backups_dir(tmp_path, data_dir, monkeypatch):
     """releases.jsonl is writable by the deploy user: a record naming another database (another
     app's, root's) must not make root copy it into this app's database."""
     import argparse
 
     from ansible_collections.greenlight.deploy.plugins.module_utils import _swap_cli
 
-    app_dir = tmp_path / "app"
-    (app_dir / "data").mkdir(parents=True)
-    db = app_dir / "data" / "db.sqlite3"
+    app_dir = data_dir.parent
+    db = data_dir / "db.sqlite3"
+    db.unlink()
     _make_db(db, rows=("mine",))
+    if ROOT:
+        os.chown(db, APP_UID, APP_UID)
     other = tmp_path / "other-app.sqlite3"
     _make_db(other, rows=("another app's data",))
     config = {"swap": {"app_name": "todo", "app_dir": str(app_dir), "sqlite_path": str(db),
@@ -571,3 +698,78 @@ def test_snapshot_temp_file_swapped_for_a_link_is_not_written(tmp_path, data_dir
     monkeypatch.undo()
     assert _state(secret_file) == before
     assert list(backups.iterdir()) == []
+
+
+# -- the env file: read as root, in a directory the deploy user may write ----------------------------
+def _env_swap(env_file: Path) -> _swap.Swap:
+    return _swap.Swap(options_from_dict({"app_name": "todo", "image": "greenlight/todo:v1",
+                                         "app_dir": str(env_file.parent), "env_file": str(env_file),
+                                         "upstream_file": str(env_file.parent / "upstream.conf"),
+                                         "host_ports": [18001, 18002]}), docker=object())
+
+
+def test_env_file_a_link_is_refused(tmp_path, secret_file):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "todo.env").symlink_to(secret_file)
+    with pytest.raises(_swap.SwapError, match="env_file %s is a symbolic link" % (app / "todo.env")):
+        _env_swap(app / "todo.env")._read_env()
+
+
+def test_env_file_a_fifo_is_refused_at_once(tmp_path):
+    """A FIFO would block the run forever while it holds the deploy lock."""
+    app = tmp_path / "app"
+    app.mkdir()
+    os.mkfifo(app / "todo.env")
+    outcome: dict[str, t.Any] = {}
+
+    def read() -> None:
+        try:
+            _env_swap(app / "todo.env")._read_env()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome["error"] = exc
+
+    import threading
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(5)
+    if reader.is_alive():  # unblock the reader so the test run can end
+        with open(os.open(app / "todo.env", os.O_WRONLY | os.O_NONBLOCK), "w"):
+            pass
+        pytest.fail("reading a FIFO env_file blocked")
+    assert isinstance(outcome.get("error"), _swap.SwapError), outcome
+    assert "env_file %s is not a regular file" % (app / "todo.env") in str(outcome["error"])
+
+
+def test_env_file_a_hard_link_is_refused(tmp_path):
+    app = tmp_path / "app"
+    app.mkdir()
+    other = tmp_path / "other.env"
+    other.write_text("A=1\n")
+    os.link(other, app / "todo.env")
+    with pytest.raises(_swap.SwapError, match="hard links"):
+        _env_swap(app / "todo.env")._read_env()
+
+
+@needs_root
+def test_env_file_owned_by_the_deploy_user_is_read(tmp_path):
+    """app_env writes it owned by the deploy user, in <app_dir> owned by the deploy user or by root
+    (then only root could have put it there): both are read. A stranger's file in a directory
+    others may write is refused."""
+    deploy_uid = APP_UID + 1
+    app = tmp_path / "app"
+    app.mkdir(mode=0o750)
+    env_file = app / "todo.env"
+    env_file.write_text("A=1\nB=two\n")
+    os.chown(env_file, deploy_uid, deploy_uid)
+    swap = _env_swap(env_file)
+    swap._read_env()  # root's 0750 directory
+    assert swap.env == ["A=1", "B=two"]
+    os.chown(app, deploy_uid, deploy_uid)
+    swap._read_env()  # the deploy user's directory
+    assert swap.env == ["A=1", "B=two"]
+    os.chown(app, 0, 0)
+    app.chmod(0o1777)
+    with pytest.raises(_swap.SwapError, match="owned by uid %d" % deploy_uid):
+        swap._read_env()
