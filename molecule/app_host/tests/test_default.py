@@ -74,6 +74,7 @@ def test_audit_log_kept_when_role_reapplied(host):
     "touch /var/www/demoapp/static/planted",
     "ln -s /root /var/www/demoapp/static/lists",
     "mv /var/www/demoapp/static /var/www/demoapp/static.aside",
+    "mv /var/www/demoapp /var/www/demoapp.aside",
     "ln -s /etc /var/www/demoapp/planted",
     f"touch {APP_DIR}/data/deploy-was-here",
     f"chmod 777 {APP_DIR}",

@@ -43,6 +43,14 @@ def test_paths_of_an_earlier_version_are_roots_now(host, path: str, mode: int) -
     assert host.run(f"sudo -u deploy sh -c 'mv {path} {path}.aside'").rc != 0
 
 
+def test_directories_above_that_an_earlier_version_gave_the_deploy_user_are_roots(host) -> None:
+    """The file module made /var/www (created on the way to /var/www/todo) the deploy user's."""
+    f = host.file("/var/www")
+    assert f.user == "root" and not f.mode & 0o022
+    assert host.run("sudo -u deploy sh -c 'mv /var/www/todo /var/www/todo.aside'").rc != 0
+    assert host.file("/var/www/todo/static").is_directory
+
+
 def test_audit_log_of_an_earlier_version_is_kept(host) -> None:
     assert "from-an-earlier-version" in host.file("/opt/todo/releases.jsonl").content_string
 
