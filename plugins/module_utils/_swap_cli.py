@@ -320,8 +320,8 @@ def snapshot_before_leaving(records: list[dict[str, t.Any]], release: str) -> di
 
 def snapshot_in_backups(snapshot: t.Any, backups_dir: str) -> str:
     """The snapshot path of a releases.jsonl record, accepted only as a regular file (no symlink)
-    directly in the backup directory: the deploy user can write that log, and root copies the
-    snapshot over the database."""
+    directly in the backup directory: the deploy user could write that log on a server app_host has
+    not made it root's yet, and root copies the snapshot over the database."""
     name = os.path.basename(str(snapshot))
     if not isinstance(snapshot, str) or os.path.normpath(os.path.dirname(snapshot)) != os.path.normpath(backups_dir) \
             or name in ("", ".", ".."):
@@ -503,7 +503,7 @@ def cmd_status(config: dict[str, t.Any], args: argparse.Namespace) -> int:
 
     def describe_live(container: dict[str, t.Any]) -> dict[str, t.Any]:
         """The live container as Docker runs it: its image id and that image's registry digest
-        (what promote.yaml deploys elsewhere; never releases.jsonl, which the deploy user can write)."""
+        (what promote.yaml deploys elsewhere; never releases.jsonl, an audit record, not a source of truth)."""
         info = describe(container)
         info["image_id"] = container.get("ImageID")
         info["image_digest"] = None

@@ -289,10 +289,13 @@ def test_functional_tests_pass_against_staging(bed: Bed) -> None:
 
 def test_promote_puts_the_same_digest_on_production(bed: Bed) -> None:
     staging = bed.staging.records()[-1]
-    # releases.jsonl is the deploy user's to write: a forged last line (another digest, another
-    # release) must not change what is promoted; promote reads the live container's image.
+    # releases.jsonl is root's (the deploy user only reads it), and an audit record, not a source of
+    # truth: a forged last line (another digest, another release) must not change what is promoted;
+    # promote reads the live container's image.
     forged = dict(staging, release="forged", image_digest=f"{REPOSITORY}@sha256:{'0' * 64}")
-    bed.staging.exec("printf '%s\\n' " + shlex.quote(json.dumps(forged)) + " >> /opt/todo/releases.jsonl", user="deploy")
+    line = "printf '%s\\n' " + shlex.quote(json.dumps(forged)) + " >> /opt/todo/releases.jsonl"
+    assert bed.staging.exec(line, check=False, user="deploy").returncode != 0
+    bed.staging.exec(line)
     assert bed.staging.records()[-1]["release"] == "forged"
     try:
         proc = bed.run(PROMOTE_COMMAND)

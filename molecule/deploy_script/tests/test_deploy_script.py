@@ -262,17 +262,43 @@ def test_deploy_sh_deploys_only_images_of_the_configured_repository(host) -> Non
 
 
 ROOT_ONLY = "/root/greenlight-root-only"
+PLANTABLE = [f"{APP_DIR}/releases.jsonl", f"{APP_DIR}/deploy.lock", f"{APP_DIR}/backups", f"{APP_DIR}/data",
+             "/var/www/todo/static", "/var/www/todo/static/lists"]
+
+
+def _plant_as_root(host, path: str, directory: bool) -> None:
+    """Replace `path` by a link to ROOT_ONLY, as someone able to write its directory would: on a
+    server app_host has made root's, nobody but root (the test stands in for a server not yet
+    converged, where the deploy user could)."""
+    if directory:
+        host.run(f"rm -rf {ROOT_ONLY} && mkdir -m 700 {ROOT_ONLY}")
+    else:
+        host.run(f"rm -rf {ROOT_ONLY}; echo ROOT-ONLY > {ROOT_ONLY} && chmod 600 {ROOT_ONLY}")
+    planted = host.run(f"mv {path} {path}.aside && ln -s {ROOT_ONLY} {path}")
+    assert planted.rc == 0, planted.stderr
 
 
 def _unplant(host, path: str) -> None:
     host.run(f"rm -f {path} && mv {path}.aside {path}")
 
 
+@pytest.mark.parametrize("path", PLANTABLE)
+def test_deploy_user_cannot_plant_a_symlink(host, path: str) -> None:
+    """app_host makes every path root writes, reads or mounts root's: the deploy user can neither
+    move one aside nor put a link in its place (nor next to it)."""
+    host.run(f"rm -rf {ROOT_ONLY} && mkdir -m 700 {ROOT_ONLY}")
+    for attempt in (f"mv {path} {path}.aside", f"ln -sfn {ROOT_ONLY} {path}", f"ln -s {ROOT_ONLY} {path}.planted",
+                    f"rm -rf {path}"):
+        assert host.run(f"sudo -u deploy sh -c '{attempt}'").rc != 0, attempt
+    assert not host.file(path).is_symlink and host.file(path).exists
+    assert not host.file(f"{path}.aside").exists and not host.file(f"{path}.planted").exists
+
+
 @pytest.mark.parametrize("path", [f"{APP_DIR}/releases.jsonl", f"{APP_DIR}/deploy.lock"])
 def test_status_never_reads_through_a_planted_symlink(host, path: str) -> None:
     host.run(f"rm -rf {ROOT_ONLY}; echo '{{\"result\": \"ok\", \"release\": \"ROOT-ONLY\", \"pid\": 1}}' > {ROOT_ONLY}"
              f" && chmod 600 {ROOT_ONLY}")
-    assert host.run(f"sudo -u deploy sh -ec 'mv {path} {path}.aside; ln -s {ROOT_ONLY} {path}'").rc == 0
+    assert host.run(f"mv {path} {path}.aside && ln -s {ROOT_ONLY} {path}").rc == 0
     try:
         for args in (["status"], ["status", "--json"]):
             result = as_deploy(host, *args)
@@ -281,28 +307,28 @@ def test_status_never_reads_through_a_planted_symlink(host, path: str) -> None:
         _unplant(host, path)
 
 
-# The engine's own writes through planted links (lock, releases.jsonl, backups, static files) are
-# closed by the O_NOFOLLOW / lchown work on _swap.py (issue 10, "symlinks" helper); these fail
-# until that lands, whatever the engine then does (refuse or replace the link), as long as the
-# root-only file stays untouched.
-@pytest.mark.xfail(strict=True, reason="needs the O_NOFOLLOW/owner checks of _swap.py (issue 10, data helper); "
-                                        "remove this marker when they land")
-@pytest.mark.parametrize("path", [f"{APP_DIR}/releases.jsonl", f"{APP_DIR}/deploy.lock", f"{APP_DIR}/backups",
-                                  "/var/www/todo/static/lists"])
+# The engine's own defence, for a link planted before app_host made these paths root's: whatever it
+# then does (refuse, or replace a link at a file name), nothing is written through the link and a
+# linked data/ is never mounted into the app.
+@pytest.mark.parametrize("path", PLANTABLE)
 def test_deploy_never_writes_through_a_planted_symlink(host, path: str) -> None:
-    if path.endswith("/lists") or path.endswith("/backups"):
-        host.run(f"rm -rf {ROOT_ONLY} && mkdir -m 700 {ROOT_ONLY}")
-        assert host.run(f"sudo -u deploy sh -ec 'mv {path} {path}.aside; ln -s {ROOT_ONLY} {path}'").rc == 0
-    else:
-        host.run(f"rm -rf {ROOT_ONLY}; echo ROOT-ONLY > {ROOT_ONLY} && chmod 600 {ROOT_ONLY}")
-        assert host.run(f"sudo -u deploy sh -ec 'mv {path} {path}.aside; ln -s {ROOT_ONLY} {path}'").rc == 0
+    directory = path.endswith(("/lists", "/backups", "/data", "/static"))
+    _plant_as_root(host, path, directory)
     live = live_release(host)
     try:
-        as_deploy(host, "v2" if live == "v1" else "v1")
-        if host.file(ROOT_ONLY).is_directory:
+        result = as_deploy(host, "v2" if live == "v1" else "v1")
+        if directory:
             assert host.run(f"ls -A {ROOT_ONLY}").stdout.strip() == "", "root wrote through " + path
         else:
             assert host.file(ROOT_ONLY).content_string == "ROOT-ONLY\n", "root wrote through " + path
+        if path.endswith("/data"):
+            assert result.rc == 1 and f"{path}:/data" in result.stderr and "symbolic link" in result.stderr, \
+                result.stdout + result.stderr
+            assert live_release(host) == live
+            mounted = host.check_output("docker ps -a --filter label=greenlight.app=todo "
+                                        "--format '{{.ID}}' | xargs -r docker inspect --format "
+                                        "'{{range .Mounts}}{{.Source}} {{end}}'")
+            assert ROOT_ONLY not in mounted
     finally:
         _unplant(host, path)
         as_deploy(host, "v1")

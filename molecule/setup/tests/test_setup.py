@@ -33,6 +33,28 @@ def test_deploy_user_reaches_docker_only_through_deploy_sh(host) -> None:
     assert host.run("cd / && sudo -u deploy /opt/todo/deploy.sh status").succeeded
 
 
+@pytest.mark.parametrize("path, mode", [("/opt/todo", 0o750), ("/opt/todo/backups", 0o750),
+                                        ("/opt/todo/releases.jsonl", 0o640), ("/opt/todo/deploy.lock", 0o640),
+                                        ("/var/www/todo", 0o755), ("/var/www/todo/static", 0o755)])
+def test_paths_of_an_earlier_version_are_roots_now(host, path: str, mode: int) -> None:
+    """prepare.yml laid them out deploy-owned (and group-writable), as an earlier version did."""
+    f = host.file(path)
+    assert (f.user, f.group, f.mode) == ("root", "deploy", mode)
+    assert host.run(f"sudo -u deploy sh -c 'mv {path} {path}.aside'").rc != 0
+
+
+def test_directories_above_that_an_earlier_version_gave_the_deploy_user_are_roots(host) -> None:
+    """The file module made /var/www (created on the way to /var/www/todo) the deploy user's."""
+    f = host.file("/var/www")
+    assert f.user == "root" and not f.mode & 0o022
+    assert host.run("sudo -u deploy sh -c 'mv /var/www/todo /var/www/todo.aside'").rc != 0
+    assert host.file("/var/www/todo/static").is_directory
+
+
+def test_audit_log_of_an_earlier_version_is_kept(host) -> None:
+    assert "from-an-earlier-version" in host.file("/opt/todo/releases.jsonl").content_string
+
+
 def test_env_file_holds_this_environments_values(host) -> None:
     env_file = host.file(ENV_FILE)
     assert env_file.is_file and env_file.user == "deploy" and env_file.mode == 0o600

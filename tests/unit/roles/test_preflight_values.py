@@ -165,6 +165,36 @@ def test_app_name_with_a_trailing_newline_is_refused(tmp_path):
     assert failure(result, "control") == (None, ""), result["_output"][-3000:]
 
 
+# -- app_host: modes that would give the deploy group write access back -----------------------------
+APP_HOST_PREFLIGHT_PLAY = """
+- name: Test | app_host preflight
+  hosts: cases
+  gather_facts: false
+  vars:
+    greenlight_app_name: gltest-modes
+    ansible_facts: {distribution: Debian, distribution_major_version: "12", distribution_version: "12.5"}
+  tasks:
+    - name: Test | Preflight
+      ansible.builtin.include_role:
+        name: greenlight.deploy.app_host
+        tasks_from: preflight.yml
+"""
+
+
+def test_app_host_refuses_modes_that_let_the_deploy_group_write(tmp_path):
+    hosts = {"group_dir": 'app_host_dir_mode: "0770"\n', "other_static": 'app_host_static_mode: "0757"\n',
+             "group_state": 'app_host_state_file_mode: "0660"\n', "backups": 'app_host_backup_mode: "2775"\n',
+             "symbolic": 'app_host_data_mode: "u=rwx,g=rx"\n', "control": 'app_host_dir_mode: "0710"\n'}
+    result = run_play(tmp_path, APP_HOST_PREFLIGHT_PLAY, hosts)
+    for host, variable in (("group_dir", "app_host_dir_mode"), ("other_static", "app_host_static_mode"),
+                           ("group_state", "app_host_state_file_mode"), ("backups", "app_host_backup_mode"),
+                           ("symbolic", "app_host_data_mode")):
+        task, message = failure(result, host)
+        assert task and "no write access" in task and variable in message, (host, task, message)
+        assert message.count("app_host_") == 1, message  # only the offending variable is named
+    assert failure(result, "control") == (None, ""), result["_output"][-3000:]
+
+
 # -- deploy.yaml's preflight ----------------------------------------------------------------------
 DEPLOY_PREPARE_PLAY = """
 - name: Test | deploy.yaml preflight and pull

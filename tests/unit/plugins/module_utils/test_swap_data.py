@@ -629,7 +629,7 @@ def test_deploy_sh_reads_releases_log_never_through_a_link(tmp_path, secret_file
 
 @needs_root
 def test_server_layout_app_reaches_its_data_through_the_deploy_group(tmp_path, monkeypatch):
-    """As app_host lays it out: <app_dir> deploy:deploy 0750 (the app uid is not in the deploy
+    """As app_host lays it out: <app_dir> root:deploy 0750 (the app uid is not in the deploy
     group), data/ app:deploy 0750. The engine opens the database as the app with the deploy group
     for traversal only: snapshot and restore work, and a link swapped in is still not followed."""
     deploy_uid = APP_UID + 1
@@ -641,7 +641,7 @@ def test_server_layout_app_reaches_its_data_through_the_deploy_group(tmp_path, m
         data = app_dir / "data"
         data.mkdir(parents=True)
         (base / "opt").chmod(0o755)
-        os.chown(app_dir, deploy_uid, deploy_uid)
+        os.chown(app_dir, 0, deploy_uid)
         app_dir.chmod(0o750)
         os.chown(data, APP_UID, deploy_uid)
         data.chmod(0o750)
@@ -679,8 +679,9 @@ def test_server_layout_app_reaches_its_data_through_the_deploy_group(tmp_path, m
 
 
 def test_snapshot_temp_file_swapped_for_a_link_is_not_written(tmp_path, data_dir, secret_file, monkeypatch):
-    """The deploy user may write backups_dir: a link swapped in for the temp file just before SQLite
-    opens it is detected and nothing is written through it (an empty file: SQLite would fill it)."""
+    """Someone who can write backups_dir (the deploy user, before app_host made it root's): a link
+    swapped in for the temp file just before SQLite opens it is detected and nothing is written
+    through it (an empty file: SQLite would fill it)."""
     secret_file.write_bytes(b"")
     before = _state(secret_file)
     backups = tmp_path / "backups"

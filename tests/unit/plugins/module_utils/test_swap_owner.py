@@ -1,0 +1,230 @@
+"""Paths root writes or mounts, which a user who could once write their directory may have
+replaced with symbolic links: the static root root extracts into, the host side of bind mounts,
+the env file root reads. The engine never writes, mounts or reads through such a link.
+
+(app_host makes these directories root's, so the deploy user cannot plant links there any more;
+these tests are the engine's own defence, for a server not yet converged or a link planted by
+anyone else.)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import tarfile
+import typing as t
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.greenlight.deploy.plugins.module_utils import _swap
+from ansible_collections.greenlight.deploy.plugins.module_utils._swap import (
+    SwapError,
+    UnsafePathError,
+    extract_static,
+    options_from_dict,
+)
+
+IMAGE_ID = "sha256:" + "ab" * 32
+
+
+def _tar(entries: list[tuple[str, t.Optional[bytes]]]) -> io.BytesIO:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o755
+                archive.addfile(info)
+            else:
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return buffer
+
+
+@pytest.fixture
+def private(tmp_path: Path) -> Path:
+    """A directory only its owner (root, on a server) may touch, with one file in it."""
+    directory = tmp_path / "private"
+    directory.mkdir(mode=0o700)
+    (directory / "shadow").write_text("root:secret-hash:19000::::::\n")
+    (directory / "shadow").chmod(0o600)
+    return directory
+
+
+def _snapshot(directory: Path) -> dict[str, tuple]:
+    return {p.name: (p.stat().st_mode, p.read_bytes()) for p in directory.iterdir()}
+
+
+# -- static files ---------------------------------------------------------------------------------
+def test_extract_static_refuses_a_linked_directory_and_writes_nothing_through_it(tmp_path, private):
+    root = tmp_path / "static"
+    root.mkdir()
+    (root / "lists").symlink_to(private)
+    before = _snapshot(private)
+    stream = _tar([("static", None), ("static/lists", None), ("static/lists/style.css", b"body{}"),
+                   ("static/lists/shadow", b"pwned")])
+    with pytest.raises(UnsafePathError, match=r"static/lists is a symbolic link"):
+        extract_static(stream, "/app/static", str(root))
+    assert _snapshot(private) == before
+    assert (root / "lists").is_symlink()  # refused, left for a person to look at
+
+
+def test_extract_static_refuses_a_link_deeper_down(tmp_path, private):
+    root = tmp_path / "static"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "c").symlink_to(private)
+    before = _snapshot(private)
+    stream = _tar([("static/a/b/c/d/new.css", b"x")])  # no directory entries: created on the way
+    with pytest.raises(UnsafePathError, match=r"static/a/b/c is a symbolic link"):
+        extract_static(stream, "/app/static", str(root))
+    assert _snapshot(private) == before and not (private / "d").exists()
+
+
+def test_extract_static_refuses_a_linked_static_root(tmp_path, private):
+    (tmp_path / "static").symlink_to(private)
+    before = _snapshot(private)
+    with pytest.raises(UnsafePathError, match=r"static is a symbolic link"):
+        extract_static(_tar([("static/shadow", b"pwned"), ("static/new.css", b"x")]), "/app/static",
+                       str(tmp_path / "static"))
+    assert _snapshot(private) == before
+
+
+def test_extract_static_replaces_a_linked_file_name_never_writing_through_it(tmp_path, private):
+    root = tmp_path / "static"
+    root.mkdir()
+    (root / "app.css").symlink_to(private / "shadow")
+    (root / "same.css").symlink_to(private / "shadow")
+    before = _snapshot(private)
+    shadow = (private / "shadow").read_bytes()
+    # same.css carries the link target's content: a read through the link would call it unchanged.
+    counts = extract_static(_tar([("static/app.css", b"body{}"), ("static/same.css", shadow)]), "/app/static",
+                            str(root))
+    assert _snapshot(private) == before
+    assert not (root / "app.css").is_symlink() and (root / "app.css").read_bytes() == b"body{}"
+    assert not (root / "same.css").is_symlink() and (root / "same.css").read_bytes() == shadow
+    assert counts == {"added": 0, "updated": 2, "unchanged": 0, "skipped": 0}
+    assert oct((root / "app.css").stat().st_mode & 0o777) == "0o644"
+    assert not [p for p in root.iterdir() if p.name.startswith(".greenlight-")]
+
+
+def test_extract_static_creates_the_static_root_and_keeps_older_files(tmp_path):
+    root = tmp_path / "www" / "todo" / "static"
+    counts = extract_static(_tar([("static", None), ("static/css", None), ("static/css/app.css", b"a")]),
+                            "/app/static", str(root))
+    assert counts == {"added": 1, "updated": 0, "unchanged": 0, "skipped": 0}
+    (root / "old.css").write_text("kept")
+    counts = extract_static(_tar([("static/css/app.css", b"a"), ("static/css/new.css", b"n")]), "/app/static",
+                            str(root))
+    assert counts == {"added": 1, "updated": 0, "unchanged": 1, "skipped": 0}
+    assert (root / "old.css").read_text() == "kept" and (root / "css" / "new.css").read_bytes() == b"n"
+
+
+def test_extract_static_follows_links_above_the_static_root(tmp_path):
+    """Only what is under the static root is refused: /var/www may be a link on a host, set up by root."""
+    real = tmp_path / "real-www"
+    real.mkdir()
+    (tmp_path / "www").symlink_to(real)
+    counts = extract_static(_tar([("static/app.css", b"x")]), "/app/static", str(tmp_path / "www" / "static"))
+    assert counts["added"] == 1 and (real / "static" / "app.css").read_bytes() == b"x"
+
+
+# -- bind mounts ----------------------------------------------------------------------------------
+def test_check_mount_sources_refuses_a_linked_host_path_naming_the_mount(tmp_path, private):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "data").symlink_to(private)
+    mount = "%s:/data" % (app / "data")
+    with pytest.raises(UnsafePathError) as caught:
+        _swap.check_mount_sources([mount])
+    assert mount in str(caught.value) and "symbolic link" in str(caught.value)
+
+
+def test_check_mount_sources_refuses_a_linked_parent(tmp_path, private):
+    (private / "data").mkdir()
+    (tmp_path / "app").symlink_to(private)
+    with pytest.raises(UnsafePathError, match="symbolic link"):
+        _swap.check_mount_sources(["%s/data:/data:rw" % (tmp_path / "app")])
+
+
+def test_check_mount_sources_accepts_real_paths_missing_paths_and_volumes(tmp_path):
+    (tmp_path / "data").mkdir()
+    _swap.check_mount_sources(["%s/data:/data" % tmp_path, "%s/not-yet/:/x:ro" % tmp_path, "todo-volume:/v",
+                         "%s//data/./:/y" % tmp_path])
+
+
+class RecordingDocker:
+    """A Docker for a real-mode swap that records what it is asked to create."""
+
+    def __init__(self) -> None:
+        self.created: list[dict[str, t.Any]] = []
+
+    def inspect_image(self, reference):
+        return {"Id": IMAGE_ID, "RepoDigests": []}
+
+    def list_containers(self, labels=None, all=True):
+        return []
+
+    def create_container(self, name, config):
+        self.created.append(config)
+        return "c%d" % len(self.created)
+
+    def __getattr__(self, name):
+        raise AssertionError("no container may be started, got %s" % name)
+
+
+def test_swap_refuses_a_linked_mount_source_before_any_container(tmp_path, private):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "data").symlink_to(private)
+    upstream = tmp_path / "upstream.conf"
+    upstream.write_text("server 127.0.0.1:8099;\n")
+    options = {"app_name": "todo", "image": "greenlight/todo:v1", "app_dir": str(app),
+               "upstream_file": str(upstream), "mounts": ["%s:/data" % (app / "data")],
+               "pre_switch_commands": ["migrate"], "static_source": "/app/static",
+               "static_root": str(tmp_path / "static")}
+    docker = RecordingDocker()
+    with pytest.raises(SwapError) as caught:
+        _swap.Swap(options_from_dict(options), docker=docker).run()
+    assert docker.created == []
+    assert "%s:/data" % (app / "data") in str(caught.value)
+    record = json.loads((app / "releases.jsonl").read_text().splitlines()[-1])
+    assert record["result"] == "failed" and "symbolic link" in record["error"]
+
+
+# -- the env file ---------------------------------------------------------------------------------
+def test_env_file_is_never_read_through_a_link(tmp_path, private):
+    (private / "root.env").write_text("ROOT_ONLY=1\n")
+    env = tmp_path / "todo.env"
+    env.symlink_to(private / "root.env")
+    upstream = tmp_path / "upstream.conf"
+    upstream.write_text("server 127.0.0.1:8099;\n")
+    options = {"app_name": "todo", "image": "greenlight/todo:v1", "app_dir": str(tmp_path / "app"),
+               "upstream_file": str(upstream), "env_file": str(env), "check_mode": True}
+    with pytest.raises(SwapError, match="todo.env is a symbolic link"):
+        _swap.Swap(options_from_dict(options), docker=RecordingDocker()).run()
+
+
+def test_env_file_that_is_not_a_regular_file_is_refused(tmp_path):
+    env = tmp_path / "todo.env"
+    os.mkfifo(env)
+    upstream = tmp_path / "upstream.conf"
+    upstream.write_text("server 127.0.0.1:8099;\n")
+    options = {"app_name": "todo", "image": "greenlight/todo:v1", "app_dir": str(tmp_path / "app"),
+               "upstream_file": str(upstream), "env_file": str(env), "check_mode": True}
+
+    def _blocked(signum, frame):
+        raise AssertionError("reading the env file blocked on a FIFO")
+
+    previous = signal.signal(signal.SIGALRM, _blocked)
+    signal.alarm(5)
+    try:
+        with pytest.raises(SwapError, match="todo.env is not a regular file"):
+            _swap.Swap(options_from_dict(options), docker=RecordingDocker()).run()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
