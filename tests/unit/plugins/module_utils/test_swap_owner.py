@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import tarfile
 import typing as t
 from pathlib import Path
@@ -195,36 +194,3 @@ def test_swap_refuses_a_linked_mount_source_before_any_container(tmp_path, priva
     record = json.loads((app / "releases.jsonl").read_text().splitlines()[-1])
     assert record["result"] == "failed" and "symbolic link" in record["error"]
 
-
-# -- the env file ---------------------------------------------------------------------------------
-def test_env_file_is_never_read_through_a_link(tmp_path, private):
-    (private / "root.env").write_text("ROOT_ONLY=1\n")
-    env = tmp_path / "todo.env"
-    env.symlink_to(private / "root.env")
-    upstream = tmp_path / "upstream.conf"
-    upstream.write_text("server 127.0.0.1:8099;\n")
-    options = {"app_name": "todo", "image": "greenlight/todo:v1", "app_dir": str(tmp_path / "app"),
-               "upstream_file": str(upstream), "env_file": str(env), "check_mode": True}
-    with pytest.raises(SwapError, match="todo.env is a symbolic link"):
-        _swap.Swap(options_from_dict(options), docker=RecordingDocker()).run()
-
-
-def test_env_file_that_is_not_a_regular_file_is_refused(tmp_path):
-    env = tmp_path / "todo.env"
-    os.mkfifo(env)
-    upstream = tmp_path / "upstream.conf"
-    upstream.write_text("server 127.0.0.1:8099;\n")
-    options = {"app_name": "todo", "image": "greenlight/todo:v1", "app_dir": str(tmp_path / "app"),
-               "upstream_file": str(upstream), "env_file": str(env), "check_mode": True}
-
-    def _blocked(signum, frame):
-        raise AssertionError("reading the env file blocked on a FIFO")
-
-    previous = signal.signal(signal.SIGALRM, _blocked)
-    signal.alarm(5)
-    try:
-        with pytest.raises(SwapError, match="todo.env is not a regular file"):
-            _swap.Swap(options_from_dict(options), docker=RecordingDocker()).run()
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
