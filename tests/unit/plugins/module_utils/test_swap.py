@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -10,13 +9,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tarfile
 import tempfile
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
+from tarballs import make_tar
 
 from ansible_collections.greenlight.deploy.plugins.module_utils import _proxy_nginx, _swap
 from ansible_collections.greenlight.deploy.plugins.module_utils._swap import (
@@ -309,23 +308,6 @@ def test_audit_record_shape(tmp_path):
 
 
 # -- static files and SQLite ----------------------------------------------------------------------
-def _tar(entries):
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for name, data in entries:
-            info = tarfile.TarInfo(name)
-            if data is None:
-                info.type = tarfile.DIRTYPE
-                archive.addfile(info)
-            elif isinstance(data, tuple):
-                info.type = tarfile.SYMTYPE
-                info.linkname = data[0]
-                archive.addfile(info)
-            else:
-                info.size = len(data)
-                archive.addfile(info, io.BytesIO(data))
-    buffer.seek(0)
-    return buffer
 
 
 def test_extract_static_adds_and_keeps(tmp_path):
@@ -333,7 +315,7 @@ def test_extract_static_adds_and_keeps(tmp_path):
     root.mkdir()
     (root / "old.abc123.css").write_text("from the previous release")
     (root / "same.css").write_text("same")
-    stream = _tar([("static", None), ("static/css", None), ("static/css/app.1234.css", b"body{}"),
+    stream = make_tar([("static", None), ("static/css", None), ("static/css/app.1234.css", b"body{}"),
                    ("static/same.css", b"same"), ("static/link", ("/etc/passwd",)), ("static/../evil", b"x")])
     counts = extract_static(stream, "/app/static", str(root))
     assert counts == {"added": 1, "updated": 0, "unchanged": 1, "skipped": 2}

@@ -9,14 +9,13 @@ anyone else.)
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import tarfile
 import typing as t
 from pathlib import Path
 
 import pytest
+from tarballs import make_tar
 
 from ansible_collections.greenlight.deploy.plugins.module_utils import _swap
 from ansible_collections.greenlight.deploy.plugins.module_utils._swap import (
@@ -29,20 +28,6 @@ from ansible_collections.greenlight.deploy.plugins.module_utils._swap import (
 IMAGE_ID = "sha256:" + "ab" * 32
 
 
-def _tar(entries: list[tuple[str, t.Optional[bytes]]]) -> io.BytesIO:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for name, data in entries:
-            info = tarfile.TarInfo(name)
-            if data is None:
-                info.type = tarfile.DIRTYPE
-                info.mode = 0o755
-                archive.addfile(info)
-            else:
-                info.size = len(data)
-                archive.addfile(info, io.BytesIO(data))
-    buffer.seek(0)
-    return buffer
 
 
 @pytest.fixture
@@ -65,7 +50,7 @@ def test_extract_static_refuses_a_linked_directory_and_writes_nothing_through_it
     root.mkdir()
     (root / "lists").symlink_to(private)
     before = _snapshot(private)
-    stream = _tar([("static", None), ("static/lists", None), ("static/lists/style.css", b"body{}"),
+    stream = make_tar([("static", None), ("static/lists", None), ("static/lists/style.css", b"body{}"),
                    ("static/lists/shadow", b"pwned")])
     with pytest.raises(UnsafePathError, match=r"static/lists is a symbolic link"):
         extract_static(stream, "/app/static", str(root))
@@ -78,7 +63,7 @@ def test_extract_static_refuses_a_link_deeper_down(tmp_path, private):
     (root / "a" / "b").mkdir(parents=True)
     (root / "a" / "b" / "c").symlink_to(private)
     before = _snapshot(private)
-    stream = _tar([("static/a/b/c/d/new.css", b"x")])  # no directory entries: created on the way
+    stream = make_tar([("static/a/b/c/d/new.css", b"x")])  # no directory entries: created on the way
     with pytest.raises(UnsafePathError, match=r"static/a/b/c is a symbolic link"):
         extract_static(stream, "/app/static", str(root))
     assert _snapshot(private) == before and not (private / "d").exists()
@@ -88,7 +73,7 @@ def test_extract_static_refuses_a_linked_static_root(tmp_path, private):
     (tmp_path / "static").symlink_to(private)
     before = _snapshot(private)
     with pytest.raises(UnsafePathError, match=r"static is a symbolic link"):
-        extract_static(_tar([("static/shadow", b"pwned"), ("static/new.css", b"x")]), "/app/static",
+        extract_static(make_tar([("static/shadow", b"pwned"), ("static/new.css", b"x")]), "/app/static",
                        str(tmp_path / "static"))
     assert _snapshot(private) == before
 
@@ -101,7 +86,7 @@ def test_extract_static_replaces_a_linked_file_name_never_writing_through_it(tmp
     before = _snapshot(private)
     shadow = (private / "shadow").read_bytes()
     # same.css carries the link target's content: a read through the link would call it unchanged.
-    counts = extract_static(_tar([("static/app.css", b"body{}"), ("static/same.css", shadow)]), "/app/static",
+    counts = extract_static(make_tar([("static/app.css", b"body{}"), ("static/same.css", shadow)]), "/app/static",
                             str(root))
     assert _snapshot(private) == before
     assert not (root / "app.css").is_symlink() and (root / "app.css").read_bytes() == b"body{}"
@@ -113,11 +98,11 @@ def test_extract_static_replaces_a_linked_file_name_never_writing_through_it(tmp
 
 def test_extract_static_creates_the_static_root_and_keeps_older_files(tmp_path):
     root = tmp_path / "www" / "todo" / "static"
-    counts = extract_static(_tar([("static", None), ("static/css", None), ("static/css/app.css", b"a")]),
+    counts = extract_static(make_tar([("static", None), ("static/css", None), ("static/css/app.css", b"a")]),
                             "/app/static", str(root))
     assert counts == {"added": 1, "updated": 0, "unchanged": 0, "skipped": 0}
     (root / "old.css").write_text("kept")
-    counts = extract_static(_tar([("static/css/app.css", b"a"), ("static/css/new.css", b"n")]), "/app/static",
+    counts = extract_static(make_tar([("static/css/app.css", b"a"), ("static/css/new.css", b"n")]), "/app/static",
                             str(root))
     assert counts == {"added": 1, "updated": 0, "unchanged": 1, "skipped": 0}
     assert (root / "old.css").read_text() == "kept" and (root / "css" / "new.css").read_bytes() == b"n"
@@ -128,7 +113,7 @@ def test_extract_static_follows_links_above_the_static_root(tmp_path):
     real = tmp_path / "real-www"
     real.mkdir()
     (tmp_path / "www").symlink_to(real)
-    counts = extract_static(_tar([("static/app.css", b"x")]), "/app/static", str(tmp_path / "www" / "static"))
+    counts = extract_static(make_tar([("static/app.css", b"x")]), "/app/static", str(tmp_path / "www" / "static"))
     assert counts["added"] == 1 and (real / "static" / "app.css").read_bytes() == b"x"
 
 
