@@ -462,7 +462,7 @@ def holder_message(lock_file: str, holder: t.Optional[dict[str, t.Any]], waited:
 def audit_record(result: dict[str, t.Any], app_name: str, actor: dict[str, t.Any],
                  env: t.Sequence[str] = ()) -> dict[str, t.Any]:
     """The line appended to releases.jsonl (the module returns the same fields), every env value
-    in any of its texts redacted (see redact())."""
+    redacted from the texts an app or a failure can put there (FREE_TEXT_KEYS, see redact())."""
     keys = ("action", "changed", "release", "previous_release", "image", "image_id", "image_digest", "live_port",
             "container_id", "container_name", "services", "snapshot", "phases", "health_attempts", "rolled_back",
             "failed_phase", "error", "adopted", "proxy_uncertain")
@@ -471,7 +471,7 @@ def audit_record(result: dict[str, t.Any], app_name: str, actor: dict[str, t.Any
     for key in keys:
         if key in result:
             record[key] = result[key]
-    return redact_values(record, env)
+    return redact_free_text(record, env)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1014,6 +1014,28 @@ def redact_values(value: t.Any, env: t.Sequence[str]) -> t.Any:
     if isinstance(value, (list, tuple)):
         return [redact_values(item, env) for item in value]
     return value
+
+
+# The texts of a result or an audit line that carry what an app or a failure wrote (exception
+# and Docker error texts, log tails). Everything else is an identifier the engine itself made (app,
+# release, image, container names, snapshot paths): never redacted, so that rollback,
+# restore-database and the smoke check still match on them when an env value happens to appear in
+# one (APP_NAME=shop, release v2-prod with NODE_ENV=prod...). The release an app answered with
+# (X-Release) is the app's text too, redacted unless it is the release id the engine expected.
+FREE_TEXT_KEYS = ("error", "pre_switch_output")
+
+
+def redact_free_text(result: dict[str, t.Any], env: t.Sequence[str]) -> dict[str, t.Any]:
+    """`result` with redact() applied to the texts of FREE_TEXT_KEYS (at any depth) and to an
+    app-reported release that is not the expected one."""
+    clean = dict(result, **{key: redact_values(result[key], env) for key in FREE_TEXT_KEYS if key in result})
+    expected = result.get("release")
+    if isinstance(clean.get("health_release"), str) and clean["health_release"] != expected:
+        clean["health_release"] = redact(clean["health_release"], env)
+    verified = clean.get("proxy_verified")
+    if isinstance(verified, dict) and isinstance(verified.get("release"), str) and verified["release"] != expected:
+        clean["proxy_verified"] = dict(verified, release=redact(verified["release"], env))
+    return clean
 
 
 class Swap:
@@ -1628,7 +1650,7 @@ class Swap:
             self._fail(exc)
             raise SwapError(self.result["msg"], self.result) from (exc if isinstance(exc, Exception) else None)
         self._proxy_check()
-        self.result.update(redact_values(self.result, self.env))  # e.g. an X-Release the app chose
+        self.result.update(redact_free_text(self.result, self.env))  # e.g. an X-Release the app chose
         return self.result
 
     def _proxy_check(self) -> None:
@@ -1883,7 +1905,7 @@ class Swap:
             what, opts.app_name, self.result.get("release"), phase, self.actor["host"], message.rstrip("."),
             "" if not notes else "; " + "; ".join(notes),
             "Fix the cause and re-run; every run is recorded in %s." % opts.releases_log)
-        self.result.update(redact_values(self.result, self.env))
+        self.result.update(redact_free_text(self.result, self.env))  # msg is built from the redacted message
         try:
             append_jsonl(opts.releases_log, audit_record(self.result, opts.app_name, self.actor, self.env))
         except OSError as log_error:

@@ -90,9 +90,31 @@ def test_a_docker_error_carrying_the_secret_is_redacted(tmp_path):
     _assert_nowhere(caught, log)
 
 
-def test_audit_record_redacts_every_text(tmp_path):
+def test_audit_record_redacts_the_free_text(tmp_path):
     record = _swap.audit_record({"error": "x %s y" % CANARY, "failed_phase": "health",
-                                 "adopted": {"release": CANARY}}, "todo", {"user": "deploy"},
+                                 "pre_switch_output": ["migrating\n%s" % CANARY]}, "todo", {"user": "deploy"},
                                 ["DJANGO_SECRET_KEY=%s" % CANARY])
     assert CANARY not in json.dumps(record)
     assert record["error"] == "x [redacted DJANGO_SECRET_KEY] y"
+
+
+def test_identifiers_that_hold_an_env_value_are_kept():
+    """APP_NAME=shop, NODE_ENV=prod, release v2-prod: the audit line and the result keep the app,
+    the releases and the snapshot path as they are (rollback and restore-database match on them,
+    the smoke check compares the release), while the error text is still redacted."""
+    env = ["APP_NAME=shop", "NODE_ENV=prod", "DJANGO_SECRET_KEY=%s" % CANARY]
+    result = {"release": "v2-prod", "previous_release": "v1-prod", "image": "registry.example/shop:v2-prod",
+              "container_name": "shop-web-v2-prod-a1b2c3", "health_release": "v2-prod",
+              "snapshot": "/opt/shop/backups/shop-20261129T000000Z-before-v2-prod.sqlite3",
+              "proxy_verified": {"url": "http://127.0.0.1/health", "release": "v2-prod"},
+              "error": "boom %s in shop" % CANARY, "failed_phase": "health"}
+    record = _swap.audit_record(result, "shop", {"user": "deploy", "by": "prod-ci"}, env)
+    for key in ("release", "previous_release", "image", "container_name", "snapshot"):
+        assert record[key] == result[key], key
+    assert record["app"] == "shop" and record["actor"]["by"] == "prod-ci"
+    assert record["error"] == "boom [redacted DJANGO_SECRET_KEY] in [redacted APP_NAME]"
+    clean = _swap.redact_free_text(result, env)
+    assert clean["health_release"] == "v2-prod" and clean["proxy_verified"]["release"] == "v2-prod"
+    # An answered release that is not the expected one is the app's text: redacted.
+    other = _swap.redact_free_text(dict(result, health_release=CANARY), env)
+    assert other["health_release"] == "[redacted DJANGO_SECRET_KEY]"
