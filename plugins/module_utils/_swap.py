@@ -540,23 +540,64 @@ def _refuse_linked_dir(path: str) -> None:
         raise UnsafePathError("%s is not a directory" % path)
 
 
+def _link_only_root_controls(link: str) -> bool:
+    """A symbolic link only root could have put there or can change: owned by root, in a
+    directory owned by root that nobody else may write (or sticky: others cannot replace root's
+    entries), e.g. /var/run -> /run, /etc/localtime -> /usr/share/zoneinfo/..."""
+    info = os.lstat(link)
+    parent = os.stat(os.path.realpath(os.path.dirname(link)))
+    open_to_others = parent.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not parent.st_mode & stat.S_ISVTX
+    return info.st_uid == 0 and parent.st_uid == 0 and not open_to_others
+
+
 def check_mount_sources(mounts: t.Sequence[str]) -> None:
-    """Refuse a bind mount whose host path goes through a symbolic link anywhere (its real path is
-    not the path as written): Docker would mount the link's target, so whoever could plant the link
-    (e.g. `data/` replaced by a link to /etc or /root) would choose what the app container gets.
-    Named volumes and paths that do not exist yet (Docker creates them) are fine."""
+    """Refuse a bind mount whose host path goes through a symbolic link that someone other than
+    root could have planted or can change (e.g. `data/` replaced by a link to /etc or /root, in a
+    directory the deploy user owned in an earlier layout): Docker would mount the link's target,
+    so whoever controls the link would choose what the app container gets. Root's own links (/var/run
+    -> /run, /etc/localtime, /opt -> another disk made by root) are fine, as are named volumes and
+    paths that do not exist yet (Docker creates them). Docker resolves the path again at every
+    container start: the lasting guarantee is that the directories on the way are root's (app_host)."""
     for mount in mounts:
         host = parse_mount(mount)[0]
         if not host.startswith("/"):
             continue
         written = "/" + os.path.normpath(host).lstrip("/")
         real = os.path.realpath(written)
-        if real != written:
-            raise UnsafePathError(
-                "mount %r: its host path %s goes through a symbolic link (it resolves to %s); refusing to "
-                "bind-mount it (a link planted by a user who could write one of its directories would "
-                "choose what the container gets). Put the real directory there, or name the real path in "
-                "the mount (greenlight_data_dir), and re-run" % (mount, written, real))
+        if real == written:
+            continue
+        for link in _links_on_the_way(written):
+            if not _link_only_root_controls(link):
+                raise UnsafePathError(
+                    "mount %r: its host path %s goes through the symbolic link %s (it resolves to %s), which "
+                    "someone other than root could have put there or can change; refusing to bind-mount it "
+                    "(whoever controls the link would choose what the container gets). Put the real directory "
+                    "there, or name the real path in the mount, and re-run" % (mount, written, link, real))
+
+
+def _links_on_the_way(path: str, limit: int = 40) -> list[str]:
+    """Every symbolic link the kernel follows to resolve the absolute `path`, links inside link
+    targets included, in order (at most `limit`, like ELOOP)."""
+    links: list[str] = []
+    pending = [part for part in path.split("/") if part not in ("", ".")]
+    current = "/"
+    while pending:
+        part = pending.pop(0)
+        if part == "..":
+            current = os.path.dirname(current)
+            continue
+        candidate = os.path.join(current, part)
+        if os.path.islink(candidate):
+            links.append(candidate)
+            if len(links) > limit:
+                break
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                current = "/"
+            pending[:0] = [p for p in target.split("/") if p not in ("", ".")]
+        else:
+            current = candidate
+    return links
 
 
 def _traverse_groups(directory: str, uid: int) -> t.Optional[list[int]]:

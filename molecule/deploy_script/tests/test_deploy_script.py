@@ -269,12 +269,12 @@ PLANTABLE = [f"{APP_DIR}/releases.jsonl", f"{APP_DIR}/deploy.lock", f"{APP_DIR}/
 def _plant_as_root(host, path: str, directory: bool) -> None:
     """Replace `path` by a link to ROOT_ONLY, as someone able to write its directory would: on a
     server app_host has made root's, nobody but root (the test stands in for a server not yet
-    converged, where the deploy user could)."""
+    converged, where the deploy user could: the link is the deploy user's)."""
     if directory:
         host.run(f"rm -rf {ROOT_ONLY} && mkdir -m 700 {ROOT_ONLY}")
     else:
         host.run(f"rm -rf {ROOT_ONLY}; echo ROOT-ONLY > {ROOT_ONLY} && chmod 600 {ROOT_ONLY}")
-    planted = host.run(f"mv {path} {path}.aside && ln -s {ROOT_ONLY} {path}")
+    planted = host.run(f"mv {path} {path}.aside && ln -s {ROOT_ONLY} {path} && chown -h deploy:deploy {path}")
     assert planted.rc == 0, planted.stderr
 
 

@@ -25,6 +25,7 @@ from ansible_collections.greenlight.deploy.plugins.module_utils._swap import (
     options_from_dict,
 )
 
+DEPLOY_UID = 10001
 IMAGE_ID = "sha256:" + "ab" * 32
 
 
@@ -118,10 +119,23 @@ def test_extract_static_follows_links_above_the_static_root(tmp_path):
 
 
 # -- bind mounts ----------------------------------------------------------------------------------
+def _deploy_owned(directory: Path) -> Path:
+    """A directory another user (the deploy user, uid 10001 here) owns, as /opt/<app> was."""
+    directory.mkdir()
+    os.chown(directory, DEPLOY_UID, DEPLOY_UID)
+    return directory
+
+
+def _plant(link: Path, target: Path) -> None:
+    """A link its directory's owner planted (owned by that user, not root)."""
+    link.symlink_to(target)
+    owner = link.parent.stat()
+    os.lchown(link, owner.st_uid, owner.st_gid)
+
+
 def test_check_mount_sources_refuses_a_linked_host_path_naming_the_mount(tmp_path, private):
-    app = tmp_path / "app"
-    app.mkdir()
-    (app / "data").symlink_to(private)
+    app = _deploy_owned(tmp_path / "app")
+    _plant(app / "data", private)
     mount = "%s:/data" % (app / "data")
     with pytest.raises(UnsafePathError) as caught:
         _swap.check_mount_sources([mount])
@@ -130,9 +144,34 @@ def test_check_mount_sources_refuses_a_linked_host_path_naming_the_mount(tmp_pat
 
 def test_check_mount_sources_refuses_a_linked_parent(tmp_path, private):
     (private / "data").mkdir()
-    (tmp_path / "app").symlink_to(private)
+    opt = _deploy_owned(tmp_path / "opt")
+    _plant(opt / "app", private)
+    with pytest.raises(UnsafePathError, match="symbolic link %s " % (opt / "app")):
+        _swap.check_mount_sources(["%s/data:/data:rw" % (opt / "app")])
+
+
+def test_check_mount_sources_refuses_roots_link_in_a_directory_others_may_write(tmp_path, private):
+    """Owned by root, but in a directory the deploy user may write: it could be replaced."""
+    app = _deploy_owned(tmp_path / "app")
+    (app / "data").symlink_to(private)
+    assert (app / "data").lstat().st_uid == 0
     with pytest.raises(UnsafePathError, match="symbolic link"):
-        _swap.check_mount_sources(["%s/data:/data:rw" % (tmp_path / "app")])
+        _swap.check_mount_sources(["%s:/data" % (app / "data")])
+
+
+def test_check_mount_sources_accepts_roots_own_links(tmp_path):
+    """/var/run -> /run, /etc/localtime -> zoneinfo, /opt on another disk: links only root
+    controls (root's, in root's directories nobody else writes) are mounted as before."""
+    disk = tmp_path / "disk"
+    (disk / "app" / "data").mkdir(parents=True)
+    etc = tmp_path / "etc"
+    etc.mkdir(mode=0o755)
+    (etc / "opt").symlink_to(disk)
+    sticky = tmp_path / "tmp"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    (sticky / "zone").symlink_to(disk)
+    _swap.check_mount_sources(["%s/app/data:/data" % (etc / "opt"), "%s/app/data:/z:ro" % (sticky / "zone")])
 
 
 def test_check_mount_sources_accepts_real_paths_missing_paths_and_volumes(tmp_path):
@@ -164,7 +203,9 @@ class RecordingDocker:
 def test_swap_refuses_a_linked_mount_source_before_any_container(tmp_path, private):
     app = tmp_path / "app"
     app.mkdir()
-    (app / "data").symlink_to(private)
+    planted = _deploy_owned(tmp_path / "planted")
+    _plant(planted / "data", private)
+    (app / "data").symlink_to(planted / "data")
     upstream = tmp_path / "upstream.conf"
     upstream.write_text("server 127.0.0.1:8099;\n")
     options = {"app_name": "todo", "image": "greenlight/todo:v1", "app_dir": str(app),
