@@ -96,6 +96,9 @@ IMAGE_ID_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 ENV_LINE_MAX_BYTES = 65536
 _GO_SPACES = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
              "\u2028\u2029\u202f\u205f\u3000"
+# The env file is the deploy user's (app_env): root reads no more than this of it (a file truncated
+# to gigabytes would otherwise be read into memory while the deploy lock is held).
+ENV_FILE_MAX_BYTES = 1024 * 1024
 # Env values shorter than this are not redacted from container output (see redact()).
 REDACT_MIN_LENGTH = 4
 
@@ -1135,6 +1138,10 @@ class Swap:
             if not stat.S_ISREG(info.st_mode):
                 raise SwapError("env_file %s is not a regular file; refusing to read it. Remove it and re-run "
                                 "playbooks/setup.yaml (role app_env)" % path)
+            if info.st_size > ENV_FILE_MAX_BYTES:
+                raise SwapError("env_file %s is %d bytes, more than an env file holds (at most %d); refusing to "
+                                "read it. Re-run playbooks/setup.yaml (role app_env) to write it again"
+                                % (path, info.st_size, ENV_FILE_MAX_BYTES))
             if info.st_nlink != 1:
                 raise SwapError("env_file %s has %d hard links; refusing to read it (it may be another file linked "
                                 "there). Remove it and re-run playbooks/setup.yaml (role app_env)"
@@ -1472,7 +1479,8 @@ class Swap:
                     "answered %s on its port: %s. nginx may still route to one of them, so no web container was "
                     "stopped or removed. Check the app's health (docker logs <container>; curl "
                     "http://127.0.0.1:<port>%s) and re-run (one that answers is adopted), or point the upstream file "
-                    "at the port of the release that serves (then nginx -t and reload nginx) and re-run"
+                    "at the port of the release that serves (then nginx -t and reload nginx) and re-run; if none of "
+                    "them serves any more, stop them as root (docker stop <container>) and re-run"
                     % (self.opts.upstream_file, plan["upstream_port"], self.opts.health_path, running,
                        self.opts.health_path))
         elif maybe_serving and plan["upstream_port"] is not None:
@@ -1793,7 +1801,7 @@ class Swap:
 
         if opts.sqlite_path:
             started = self._enter("snapshot")
-            if os.path.exists(opts.sqlite_path):
+            if os.path.lexists(opts.sqlite_path):  # a dangling link is refused by the snapshot, not skipped
                 stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
                 snapshot_name = "%s-%s-before-%s.sqlite3" % (opts.app_name, stamp, release)
                 self.snapshot = os.path.join(opts.backups_dir, snapshot_name)

@@ -464,7 +464,7 @@ def _restore(config: dict[str, t.Any], release: str | None, args: argparse.Names
     started = time.monotonic()
     lock.acquire(opts.lock_timeout)
     try:
-        if os.path.exists(opts.sqlite_path):
+        if os.path.lexists(opts.sqlite_path):  # a dangling link is refused by the snapshot, not skipped
             stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
             safety = os.path.join(opts.backups_dir, "%s-%s-before-restore.sqlite3" % (opts.app_name, stamp))
             sqlite_snapshot(opts.sqlite_path, safety)

@@ -220,3 +220,34 @@ def test_swap_refuses_a_linked_mount_source_before_any_container(tmp_path, priva
     record = json.loads((app / "releases.jsonl").read_text().splitlines()[-1])
     assert record["result"] == "failed" and "symbolic link" in record["error"]
 
+
+
+def test_a_dangling_database_link_is_refused_not_skipped(tmp_path, private):
+    """db.sqlite3 replaced by a link to a file that does not exist (yet): the snapshot refuses it
+    before the migrations, instead of skipping the snapshot as if there were no database."""
+    app = tmp_path / "app"
+    data = _deploy_owned(tmp_path / "data")
+    _plant(data / "db.sqlite3", private / "not-there.sqlite3")
+    upstream = tmp_path / "upstream.conf"
+    upstream.write_text("server 127.0.0.1:8099;\n")
+    options = {"app_name": "todo", "image": "greenlight/todo:v1", "app_dir": str(app),
+               "upstream_file": str(upstream), "sqlite_path": str(data / "db.sqlite3"),
+               "pre_switch_commands": ["migrate"]}
+    docker = RecordingDocker()
+    with pytest.raises(SwapError, match="symbolic link") as caught:
+        _swap.Swap(options_from_dict(options), docker=docker).run()
+    assert caught.value.result["failed_phase"] == "snapshot"
+    assert docker.created == [] and not (private / "not-there.sqlite3").exists()
+
+
+def test_an_env_file_of_gigabytes_is_refused_without_reading_it(tmp_path):
+    env = tmp_path / "todo.env"
+    with open(env, "wb") as handle:
+        handle.truncate(5 * 1024 ** 3)  # sparse: costs no disk
+    env.chmod(0o600)
+    upstream = tmp_path / "upstream.conf"
+    upstream.write_text("server 127.0.0.1:8099;\n")
+    options = {"app_name": "todo", "image": "greenlight/todo:v1", "app_dir": str(tmp_path / "app"),
+               "upstream_file": str(upstream), "env_file": str(env), "check_mode": True}
+    with pytest.raises(SwapError, match="todo.env is %d bytes" % (5 * 1024 ** 3)):
+        _swap.Swap(options_from_dict(options), docker=RecordingDocker()).run()
