@@ -71,6 +71,16 @@ def _make_db(path: Path, rows: tuple = ("before",), wal: bool = False) -> None:
         conn.close()
 
 
+def _root_database(tmp_path: Path) -> Path:
+    """A database only root may read, in a directory only root may enter (the link target)."""
+    other = tmp_path / "private-db"
+    other.mkdir(mode=0o700)
+    root_db = other / "root.sqlite3"
+    _make_db(root_db, rows=("root-only",))
+    root_db.chmod(0o600)
+    return root_db
+
+
 def _rows(path: Path) -> list:
     conn = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
     try:
@@ -123,11 +133,7 @@ def test_snapshot_refuses_a_planted_companion_link(tmp_path, data_dir, secret_fi
 
 def test_database_itself_a_link_is_refused(tmp_path, data_dir):
     """db.sqlite3 -> another (root's) database: neither copied out nor overwritten."""
-    other = tmp_path / "private-db"
-    other.mkdir(mode=0o700)
-    root_db = other / "root.sqlite3"
-    _make_db(root_db, rows=("root-only",))
-    root_db.chmod(0o600)
+    root_db = _root_database(tmp_path)
     db = data_dir / "db.sqlite3"
     snapshot = tmp_path / "backups" / "snap.sqlite3"
     sqlite_snapshot(str(db), str(snapshot))
@@ -174,11 +180,7 @@ def test_a_link_planted_after_the_check_reaches_only_what_the_app_can(tmp_path, 
     """The race: the app swaps its database for a link to root's database between the check and
     SQLite's open. The database is opened with its owner's filesystem uid, so the link reaches
     nothing the app could not read or write itself."""
-    other = tmp_path / "private-db"
-    other.mkdir(mode=0o700)
-    root_db = other / "root.sqlite3"
-    _make_db(root_db, rows=("root-only",))
-    root_db.chmod(0o600)
+    root_db = _root_database(tmp_path)
     db = data_dir / "db.sqlite3"
     snapshot = tmp_path / "backups" / "snap.sqlite3"
     sqlite_snapshot(str(db), str(snapshot))
@@ -660,11 +662,7 @@ def test_server_layout_app_reaches_its_data_through_the_deploy_group(tmp_path, m
         (tmp_path / "after").write_text("")
         assert (tmp_path / "after").stat().st_uid == 0
 
-        other = tmp_path / "private-db"
-        other.mkdir(mode=0o700)
-        root_db = other / "root.sqlite3"
-        _make_db(root_db, rows=("root-only",))
-        root_db.chmod(0o600)
+        root_db = _root_database(tmp_path)
         monkeypatch.setattr(_swap, "_refuse_links", lambda *paths: os.lstat(paths[0]))
         for path in data.iterdir():
             path.unlink()
