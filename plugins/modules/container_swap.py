@@ -445,7 +445,8 @@ actor:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.greenlight.deploy.plugins.module_utils._swap import SwapError, run_swap
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.errors import SwapError
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.swap import run_swap
 
 
 def main() -> None:
