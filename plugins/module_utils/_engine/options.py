@@ -105,10 +105,12 @@ class SwapOptions:
     docker_socket: str = DEFAULT_SOCKET
     actor: t.Optional[str] = None
     check_mode: bool = False
+    docker_config: t.Optional[str] = None  # mode prepare: the Docker client directory root pulls with
 
 
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(SwapOptions))
 RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
+MODES = ("deploy", "rollback", "prepare")
 
 
 def parse_image_reference(reference: str) -> dict[str, t.Optional[str]]:
@@ -215,11 +217,11 @@ def validate_options(opts: SwapOptions) -> None:
     errors = []
     if not isinstance(opts.app_name, str) or not APP_NAME_RE.fullmatch(opts.app_name):
         errors.append("app_name %r must match %s" % (opts.app_name, APP_NAME_RE.pattern))
-    if opts.mode not in ("deploy", "rollback"):
-        errors.append("mode must be deploy or rollback, got %r" % (opts.mode,))
-    if opts.mode == "deploy":
+    if opts.mode not in MODES:
+        errors.append("mode must be one of %s, got %r" % (", ".join(MODES), opts.mode))
+    if opts.mode in ("deploy", "prepare"):
         if not opts.image:
-            errors.append("image is required when mode=deploy")
+            errors.append("image is required when mode=%s" % opts.mode)
         else:
             try:
                 tag = parse_image_reference(opts.image)["tag"]
@@ -284,7 +286,7 @@ def validate_options(opts: SwapOptions) -> None:
     if opts.static_source is not None and not (isinstance(opts.static_source, str) and opts.static_source.startswith("/")):
         errors.append("static_source must be an absolute path inside the image")
     for key in ("app_dir", "env_file", "static_root", "sqlite_path", "backups_dir", "upstream_file", "lock_file",
-                "releases_log"):
+                "releases_log", "docker_config"):
         value = getattr(opts, key)
         if value is not None and (not isinstance(value, str) or not value.startswith("/")):
             errors.append("%s must be an absolute path, got %r" % (key, value))

@@ -32,8 +32,9 @@ from .http_probe import fetch_release
 from .options import SwapOptions, options_from_dict
 from .paths import check_mount_sources
 from .plan import Plan, describe, make_plan, predict
+from .prepare import run_prepare
 from .redact import redact, redact_free_text
-from .result import success_message, success_state
+from .result import Result, success_message, success_state
 from .state import UNKNOWN, live_release
 
 PHASES = ("plan", "lock", "cleanup", "snapshot", "pre_switch", "static", "start", "health", "switch", "drain",
@@ -165,7 +166,14 @@ def run_swap(options: t.Union[dict, SwapOptions], docker: t.Optional[t.Any] = No
              log: t.Optional[t.Callable[[str], None]] = None) -> dict[str, t.Any]:
     """Run one swap. Returns the result dict; raises SwapError (with `.result`) on failure."""
     try:
-        opts = options_from_dict(options)
-    except TypeError as exc:
-        raise OptionsError("invalid options: %s" % exc)
+        try:
+            opts = options_from_dict(options)
+        except TypeError as exc:
+            raise OptionsError("invalid options: %s" % exc)
+    except OptionsError as exc:  # nothing was read or changed: the outcome says so
+        exc.result = Result({}).final("failed", UNKNOWN, False, str(exc))
+        exc.result["outcome"]["phase"] = exc.result["failed_phase"] = "options"
+        raise
+    if opts.mode == "prepare":
+        return run_prepare(Run(opts, docker=docker, log=log))
     return Swap(opts, docker=docker, log=log).run()

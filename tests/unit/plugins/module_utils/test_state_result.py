@@ -52,3 +52,24 @@ def test_the_outcome_record_has_every_key_always(outcome_state):
     assert data["switched"] is False and data["live_release"] == "v1" and data["outcome"]["live"] == "v1"
     assert data["outcome"]["phase"] == ("health" if outcome_state == "failed" else None)
     assert data["outcome"]["previous"] == "v1" and "\n" not in data["outcome"]["message"]
+
+
+def test_every_swap_result_carries_switched_live_release_and_outcome(tmp_path):
+    from engine_fakes import make_run  # noqa: F401 - the same options as the phase tests
+
+    from ansible_collections.greenlight.deploy.plugins.module_utils._engine.errors import SwapError
+    from ansible_collections.greenlight.deploy.plugins.module_utils._engine.swap import run_swap
+
+    values = options(tmp_path)
+    (tmp_path / "todo-upstream.conf").write_text("server 127.0.0.1:18001;\n")
+    docker = FakeDocker([web(values, "v2", IMAGE_V2, 18001)])
+    unchanged = run_swap(values, docker=docker)
+    assert unchanged["outcome"]["state"] == "unchanged" and unchanged["live_release"] == "v2"
+    assert unchanged["switched"] is False and set(unchanged["outcome"]) == set(OUTCOME_KEYS)
+    would = run_swap(dict(values, image="todo:v1", check_mode=True), docker=docker)
+    assert would["outcome"]["state"] == "would-deploy" and would["live_release"] == "v2"
+    with pytest.raises(SwapError) as caught:
+        run_swap(dict(values, image="todo:v9"), docker=docker)  # not on this server: fails in plan
+    failed = caught.value.result
+    assert failed["outcome"]["state"] == "failed" and failed["outcome"]["phase"] == "plan"
+    assert failed["live_release"] == "v2" and failed["switched"] is False
