@@ -13,7 +13,7 @@ relatively only. Layers, bottom up (a module imports only from the layers below 
 
 - ``errors``, ``options`` (+ ``schema``, the option table), ``labels``, ``redact``
 - infrastructure: ``paths`` (no links followed), ``audit`` (releases.jsonl), ``lock`` (deploy lock),
-  ``envfile``, ``sqlite``, ``static``, ``commands``, ``http_probe``, ``docker_api``, ``proxy_nginx``,
+  ``envfile``, ``sqlite``, ``static``, ``commands``, ``http_probe``, ``docker_api``, ``registry``, ``proxy_nginx``,
   ``drain``
 - ``state`` (the one reader of what is live), ``context`` (one run), ``result``, ``plan``, ``containers``
 - the phases: ``phases_prepare`` (plan, lock, cleanup), ``phases_release`` (snapshot, pre_switch,
