@@ -445,64 +445,14 @@ actor:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.schema import argument_spec, required_if
 from ansible_collections.greenlight.deploy.plugins.module_utils._swap import SwapError, run_swap
 
 
 def main() -> None:
-    argument_spec = dict(
-        app_name=dict(type="str", required=True),
-        image=dict(type="str"),
-        mode=dict(type="str", choices=["deploy", "rollback"], default="deploy"),
-        rollback_release=dict(type="str"),
-        release=dict(type="str"),
-        app_dir=dict(type="path"),
-        env_file=dict(type="path"),
-        mounts=dict(type="list", elements="str", default=[]),
-        container_port=dict(type="int", default=8000),
-        host_ports=dict(type="list", elements="int", default=[8001, 8002]),
-        health_path=dict(type="str", default="/health"),
-        health_timeout=dict(type="float", default=60),
-        health_interval=dict(type="float", default=0.25),
-        health_statuses=dict(type="list", elements="int", default=[200]),
-        pre_switch_commands=dict(type="list", elements="raw", default=[]),
-        pre_switch_timeout=dict(type="float", default=600),
-        static_source=dict(type="str"),
-        static_root=dict(type="path"),
-        sqlite_path=dict(type="path"),
-        restore_on_failure=dict(type="bool", default=True),
-        backups_dir=dict(type="path"),
-        backups_to_keep=dict(type="int", default=5),
-        upstream_file=dict(type="path"),
-        proxy_test_command=dict(type="raw", default="nginx -t"),
-        proxy_reload_command=dict(type="raw", default="nginx -s reload"),
-        proxy_verify_url=dict(type="str"),
-        proxy_verify_timeout=dict(type="float", default=10),
-        drain_seconds=dict(type="float", default=30),
-        drain_until_idle=dict(type="bool", default=True),
-        stop_grace_seconds=dict(type="int", default=10),
-        releases_to_keep=dict(type="int", default=3),
-        lock_file=dict(type="path"),
-        lock_timeout=dict(type="float", default=60),
-        releases_log=dict(type="path"),
-        services=dict(
-            type="list",
-            elements="dict",
-            default=[],
-            options=dict(
-                name=dict(type="str", required=True),
-                command=dict(type="raw", required=True),
-                singleton=dict(type="bool", default=False),
-            ),
-        ),
-        labels=dict(type="dict", default={}),
-        restart_policy=dict(type="str", choices=["no", "always", "unless-stopped", "on-failure"],
-                            default="unless-stopped"),
-        docker_socket=dict(type="path", default="/var/run/docker.sock"),
-        actor=dict(type="str"),
-    )
     module = AnsibleModule(
-        argument_spec=argument_spec,
-        required_if=[("mode", "deploy", ("image",))],
+        argument_spec=argument_spec(),
+        required_if=required_if(),
         supports_check_mode=True,
     )
     options = dict(module.params)
