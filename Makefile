@@ -6,7 +6,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: help venv testbed test lint unit demo demo-down bench clean
+.PHONY: help venv testbed test lint sanity unit demo demo-down bench clean
 
 help:
 	@echo "make demo   - set up this machine and run the demo (server container + deploys)"
@@ -30,6 +30,10 @@ testbed: venv
 
 lint: venv
 	$(PY) -m pytest -q tests/lint $(PYTEST_ARGS)
+
+# ansible-test sanity on the built collection (also part of lint and test; tests/lint/test_sanity.py).
+sanity: venv
+	$(PY) -m pytest -q tests/lint/test_sanity.py $(PYTEST_ARGS)
 
 unit: venv
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)

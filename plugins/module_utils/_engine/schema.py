@@ -63,6 +63,12 @@ class Option:
 RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
 MODES = ("deploy", "rollback")
 
+SERVICE_OPTIONS: t.Tuple[Option, ...] = (
+    Option("name", "str", "Service name; not web.", required=True),
+    Option("command", "raw", "Command of the service, an argv list or a string.", required=True),
+    Option("singleton", "bool", "Stop the old container before the new one starts.", default=False),
+)
+
 OPTIONS: t.Tuple[Option, ...] = (
     Option("app_name", "str", "Name of the app: container names, labels, default paths.", required=True,
            setting="greenlight_app_name"),
@@ -129,11 +135,7 @@ OPTIONS: t.Tuple[Option, ...] = (
     Option("releases_log", "path", "Audit log, one JSON line per changing or failed run.",
            setting="greenlight_releases_log"),
     Option("services", "list", "Other services run from the same image, replaced after web is live.", default=[],
-           elements="dict", setting="deploy_script_services", suboptions=(
-               Option("name", "str", "Service name; not web.", required=True),
-               Option("command", "raw", "Command of the service, an argv list or a string.", required=True),
-               Option("singleton", "bool", "Stop the old container before the new one starts.", default=False),
-           )),
+           elements="dict", setting="deploy_script_services", suboptions=SERVICE_OPTIONS),
     Option("labels", "dict", "Extra labels on every container; greenlight.* keys are reserved.", default={},
            setting="deploy_script_labels"),
     Option("restart_policy", "str", "Docker restart policy of the web and service containers.",
