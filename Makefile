@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo   - set up this machine and run the demo (server container + deploys)"
 	@echo "make test   - set up this machine and run every test (lint, unit, integration, molecule)"
-	@echo "make bench  - zero-downtime and timing benchmarks (writes docs/BENCHMARKS.md)"
+	@echo "make bench  - zero-downtime and timing benchmarks (writes docs/benchmarks.md)"
 
 # Virtualenv with the pinned controller packages; rebuilt only when requirements change.
 $(VENV)/.installed: requirements.txt examples/django-app/requirements-test.txt
