@@ -24,6 +24,8 @@ description:
     The module never handles registry credentials.
   - Talks to the Docker Engine API over its unix socket with the Python standard library only;
     the server needs python3 and Docker, nothing else.
+  - The options are checked on the controller with the engine's own rules (its action plugin) before anything is
+    sent to the server; the same check runs again on the server.
   - See C(docs/container_swap.md) in the collection for the full contract.
 author:
   - greenlight.deploy contributors (@greenlight)
@@ -313,6 +315,60 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+switched:
+  description: True when this run moved traffic to a new container and it stays there.
+  returned: always
+  type: bool
+live_release:
+  description:
+    - The release nginx serves when the module returns, as the engine reads it from the server (V(unknown) when it
+      cannot tell), or V(null) when nothing serves the app.
+  returned: always
+  type: str
+  sample: v2
+outcome:
+  description:
+    - One record of what the run did, with the same keys in every mode and on failure.
+  returned: always
+  type: dict
+  contains:
+    state:
+      description: What happened.
+      type: str
+      choices: [deployed, unchanged, rolled-back, would-deploy, would-pull, failed, recreated, prepared]
+    action:
+      description: What the run did or would do (as RV(swap_action)).
+      type: str
+    phase:
+      description: The phase that failed, or V(null).
+      type: str
+    release:
+      description: Release put (or to be put) live.
+      type: str
+    previous:
+      description: Release that was live before the run.
+      type: str
+    live:
+      description: Release live when the module returned (as RV(live_release)).
+      type: str
+    image:
+      description: Image reference of the release.
+      type: str
+    digest:
+      description: Repo digest of the image, if it has one.
+      type: str
+    phases:
+      description: Seconds spent in each phase that ran (as RV(phases)).
+      type: dict
+    switched:
+      description: As RV(switched).
+      type: bool
+    message:
+      description: One line for humans, secrets redacted.
+      type: str
+  sample: {state: deployed, action: deploy, phase: null, release: v2, previous: v1, live: v2,
+           image: "registry.greenlight.test:5000/greenlight/todo:v2", digest: "sha256:...",
+           phases: {plan: 0.02, switch: 0.1}, switched: true, message: "v2 is live on web1 (was v1)"}
 swap_action:
   description:
     - What the run did or would do (called C(action) in the audit line; renamed here because Ansible reserves
@@ -431,6 +487,47 @@ pruned_images:
   type: list
   elements: str
   sample: ["sha256:4f2a..."]
+recovered_from:
+  description:
+    - The run that was interrupted (killed, host rebooted) while it held the deploy lock, as its lock file
+      recorded it; this run converged what it left (see RV(cleaned)).
+  returned: when the previous holder of the lock did not finish
+  type: dict
+  sample: {pid: 4242, user: root, release: v2, phase: health, since: "2026-11-22T06:27:33Z"}
+cleaned:
+  description: Names of the containers an interrupted earlier run left behind and this run removed.
+  returned: when the cleanup phase removed something
+  type: list
+  elements: str
+  sample: [todo-web-v2-3fa9c1]
+pre_switch_output:
+  description: The last 20 lines of output of each pre-switch command, in order, with env file values redacted.
+  returned: when pre-switch commands ran
+  type: list
+  elements: str
+static_files:
+  description: Files of O(static_source) copied into O(static_root) by this run, counted by what happened to them.
+  returned: when static files were copied
+  type: dict
+  sample: {added: 12, updated: 3, unchanged: 240, skipped: 0}
+health_release:
+  description:
+    - Release the new container reported on O(health_path) (its C(X-Release) header or JSON C(release)), if any;
+      the proxy verification waits for this one.
+  returned: when the health gate passed
+  type: str
+  sample: 3f2c1ab
+pruned:
+  description:
+    - Names of what the prune phase removed - release containers beyond O(releases_to_keep), containers
+      that were never started, and database snapshots beyond O(backups_to_keep).
+  returned: when the prune phase ran
+  type: list
+  elements: str
+restored:
+  description: Whether the database snapshot was put back after the deploy failed before the switch.
+  returned: failure, when the database was to be restored
+  type: bool
 actions:
   description: Steps the run takes (or would take in check mode).
   returned: always
