@@ -6,12 +6,12 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: help venv testbed test lint unit demo demo-down bench clean
+.PHONY: help venv testbed test lint sanity unit demo demo-down bench clean
 
 help:
 	@echo "make demo   - set up this machine and run the demo (server container + deploys)"
 	@echo "make test   - set up this machine and run every test (lint, unit, integration, molecule)"
-	@echo "make bench  - zero-downtime and timing benchmarks (writes docs/BENCHMARKS.md)"
+	@echo "make bench  - zero-downtime and timing benchmarks (writes docs/benchmarks.md)"
 
 # Virtualenv with the pinned controller packages; rebuilt only when requirements change.
 $(VENV)/.installed: requirements.txt examples/django-app/requirements-test.txt
@@ -30,6 +30,10 @@ testbed: venv
 
 lint: venv
 	$(PY) -m pytest -q tests/lint $(PYTEST_ARGS)
+
+# ansible-test sanity on the built collection (also part of lint and test; tests/lint/test_sanity.py).
+sanity: venv
+	$(PY) -m pytest -q tests/lint/test_sanity.py $(PYTEST_ARGS)
 
 unit: venv
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`make bench`: greenlight.deploy against the naive deploy script, on local server containers.
 
-What it does (details and the latest figures: docs/BENCHMARKS.md, which it rewrites):
+What it does (details and the latest figures: docs/benchmarks.md, which it rewrites):
 
 1. starts glbench-1 .. glbench-6 (greenlight/server-docker: systemd, own Docker engine) on the
    test bed network; glbench-1's nginx is published on 127.0.0.1 for the load generator;
@@ -14,7 +14,7 @@ What it does (details and the latest figures: docs/BENCHMARKS.md, which it rewri
 5. baseline: bench/naive-deploy.sh (docker pull; stop; rm; run --env-file; exec migrate; cp
    static) on glbench-1 behind the same nginx (its upstream pointed at the naive container's fixed
    port), v1 -> v2 under the same load;
-6. prints the table, writes docs/BENCHMARKS.md, removes the containers (--keep keeps them).
+6. prints the table, writes docs/benchmarks.md, removes the containers (--keep keeps them).
 
 Traffic goes only to 127.0.0.1 and to the bench containers. Every load run is bounded in
 requests and seconds. Logs of every command: bench/results/<UTC stamp>/ (git-ignored).
@@ -50,7 +50,7 @@ FLEETS = (1, 3, 6)
 NAIVE_PORT = 8888
 UPSTREAM_FILE = "/etc/nginx/greenlight/todo-upstream.conf"
 
-# Targets from issue 7 (docs/BENCHMARKS.md).
+# Targets from issue 7 (docs/benchmarks.md).
 TARGET_RATE = 200
 TARGET_P99_FACTOR = 2.0
 TARGET_WALL_RATIO = 1.5
@@ -80,7 +80,7 @@ class Bench:
         self.env.update({
             "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".collections"),
             "PATH": "%s%s%s" % (REPO / ".venv" / "bin", os.pathsep, os.environ.get("PATH", "")),
-            # What docs/BENCHMARKS.md recommends for any fleet: one fork per server, and pipelining
+            # What docs/benchmarks.md recommends for any fleet: one fork per server, and pipelining
             # (one process per task on the server instead of copy + chmod + run + rm).
             "ANSIBLE_FORKS": str(max(len(SERVERS), 10)),
             "ANSIBLE_PIPELINING": "True",
@@ -564,7 +564,7 @@ RESULTS_END = "<!-- bench/run.py results: end -->"
 
 
 def render_results(f: dict[str, t.Any], rows: list[list[str]], verdicts: list[str]) -> str:
-    """The generated part of docs/BENCHMARKS.md (between the two markers)."""
+    """The generated part of docs/benchmarks.md (between the two markers)."""
     m = f["machine"]
     lines = [
         RESULTS_START,
@@ -608,8 +608,8 @@ def main(argv: t.Optional[list[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=256, help="load generator threads (half keep-alive)")
     parser.add_argument("--port", type=int, default=0, help="127.0.0.1 port for glbench-1's nginx (default: free)")
     parser.add_argument("--keep", action="store_true", help="keep the server containers afterwards")
-    parser.add_argument("--output", default=str(REPO / "docs" / "BENCHMARKS.md"),
-                        help="Markdown report to write (default docs/BENCHMARKS.md; empty: none)")
+    parser.add_argument("--output", default=str(REPO / "docs" / "benchmarks.md"),
+                        help="Markdown report to write (default docs/benchmarks.md; empty: none)")
     args = parser.parse_args(argv)
     return Bench(args).run()
 

@@ -11,7 +11,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 state="${GREENLIGHT_TESTBED_STATE:-$here/../.testbed}"
 shared="${GREENLIGHT_TESTBED_SHARED:-/var/lib/greenlight-testbed}"
-# Names of the Docker resources; the defaults are what docs/CONTRACTS.md lists (tests of this
+# Names of the Docker resources; the defaults are what docs/contracts.md lists (tests of this
 # script use their own).
 network="${GREENLIGHT_TESTBED_NETWORK:-greenlight-test}"
 name="${GREENLIGHT_REGISTRY_NAME:-greenlight-registry}"

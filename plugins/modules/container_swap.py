@@ -24,6 +24,8 @@ description:
     The module never handles registry credentials.
   - Talks to the Docker Engine API over its unix socket with the Python standard library only;
     the server needs python3 and Docker, nothing else.
+  - The options are checked on the controller with the engine's own rules (its action plugin) before anything is
+    sent to the server; the same check runs again on the server.
   - See C(docs/container_swap.md) in the collection for the full contract.
 author:
   - greenlight.deploy contributors (@greenlight)
@@ -320,22 +322,59 @@ EXAMPLES = r"""
 
 RETURN = r"""
 switched:
-  description: Whether traffic was moved to a new container in this run and stays there.
+  description: True when this run moved traffic to a new container and it stays there.
   returned: always
   type: bool
-  sample: true
 live_release:
-  description: The release nginx serves when the module returns (read from the server); V(unknown) if it cannot tell.
+  description:
+    - The release nginx serves when the module returns, as the engine reads it from the server (V(unknown) when it
+      cannot tell), or V(null) when nothing serves the app.
   returned: always
   type: str
   sample: v2
 outcome:
   description:
-    - One record with fixed keys - C(state) (deployed, unchanged, rolled-back, would-deploy, would-pull, failed,
-      recreated, prepared), C(action), C(phase) (the failed phase or null), C(release), C(previous), C(live),
-      C(image), C(digest), C(phases), C(switched), C(message) (one line, redacted).
+    - One record of what the run did, with the same keys in every mode and on failure.
   returned: always
   type: dict
+  contains:
+    state:
+      description: What happened.
+      type: str
+      choices: [deployed, unchanged, rolled-back, would-deploy, would-pull, failed, recreated, prepared]
+    action:
+      description: What the run did or would do (as RV(swap_action)).
+      type: str
+    phase:
+      description: The phase that failed, or V(null).
+      type: str
+    release:
+      description: Release put (or to be put) live.
+      type: str
+    previous:
+      description: Release that was live before the run.
+      type: str
+    live:
+      description: Release live when the module returned (as RV(live_release)).
+      type: str
+    image:
+      description: Image reference of the release.
+      type: str
+    digest:
+      description: Repo digest of the image, if it has one.
+      type: str
+    phases:
+      description: Seconds spent in each phase that ran (as RV(phases)).
+      type: dict
+    switched:
+      description: As RV(switched).
+      type: bool
+    message:
+      description: One line for humans, secrets redacted.
+      type: str
+  sample: {state: deployed, action: deploy, phase: null, release: v2, previous: v1, live: v2,
+           image: "registry.greenlight.test:5000/greenlight/todo:v2", digest: "sha256:...",
+           phases: {plan: 0.02, switch: 0.1}, switched: true, message: "v2 is live on web1 (was v1)"}
 noop:
   description: O(mode=prepare) - a swap of this image would change nothing.
   returned: success and O(mode=prepare)
@@ -458,6 +497,47 @@ pruned_images:
   type: list
   elements: str
   sample: ["sha256:4f2a..."]
+recovered_from:
+  description:
+    - The run that was interrupted (killed, host rebooted) while it held the deploy lock, as its lock file
+      recorded it; this run converged what it left (see RV(cleaned)).
+  returned: when the previous holder of the lock did not finish
+  type: dict
+  sample: {pid: 4242, user: root, release: v2, phase: health, since: "2026-11-22T06:27:33Z"}
+cleaned:
+  description: Names of the containers an interrupted earlier run left behind and this run removed.
+  returned: when the cleanup phase removed something
+  type: list
+  elements: str
+  sample: [todo-web-v2-3fa9c1]
+pre_switch_output:
+  description: The last 20 lines of output of each pre-switch command, in order, with env file values redacted.
+  returned: when pre-switch commands ran
+  type: list
+  elements: str
+static_files:
+  description: Files of O(static_source) copied into O(static_root) by this run, counted by what happened to them.
+  returned: when static files were copied
+  type: dict
+  sample: {added: 12, updated: 3, unchanged: 240, skipped: 0}
+health_release:
+  description:
+    - Release the new container reported on O(health_path) (its C(X-Release) header or JSON C(release)), if any;
+      the proxy verification waits for this one.
+  returned: when the health gate passed
+  type: str
+  sample: 3f2c1ab
+pruned:
+  description:
+    - Names of what the prune phase removed - release containers beyond O(releases_to_keep), containers
+      that were never started, and database snapshots beyond O(backups_to_keep).
+  returned: when the prune phase ran
+  type: list
+  elements: str
+restored:
+  description: Whether the database snapshot was put back after the deploy failed before the switch.
+  returned: failure, when the database was to be restored
+  type: bool
 actions:
   description: Steps the run takes (or would take in check mode).
   returned: always
@@ -472,66 +552,15 @@ actor:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.schema import argument_spec, required_if
 from ansible_collections.greenlight.deploy.plugins.module_utils._engine.errors import SwapError
 from ansible_collections.greenlight.deploy.plugins.module_utils._engine.swap import run_swap
 
 
 def main() -> None:
-    argument_spec = dict(
-        app_name=dict(type="str", required=True),
-        image=dict(type="str"),
-        mode=dict(type="str", choices=["deploy", "rollback", "prepare"], default="deploy"),
-        rollback_release=dict(type="str"),
-        release=dict(type="str"),
-        app_dir=dict(type="path"),
-        env_file=dict(type="path"),
-        mounts=dict(type="list", elements="str", default=[]),
-        container_port=dict(type="int", default=8000),
-        host_ports=dict(type="list", elements="int", default=[8001, 8002]),
-        health_path=dict(type="str", default="/health"),
-        health_timeout=dict(type="float", default=60),
-        health_interval=dict(type="float", default=0.25),
-        health_statuses=dict(type="list", elements="int", default=[200]),
-        pre_switch_commands=dict(type="list", elements="raw", default=[]),
-        pre_switch_timeout=dict(type="float", default=600),
-        static_source=dict(type="str"),
-        static_root=dict(type="path"),
-        sqlite_path=dict(type="path"),
-        restore_on_failure=dict(type="bool", default=True),
-        backups_dir=dict(type="path"),
-        backups_to_keep=dict(type="int", default=5),
-        upstream_file=dict(type="path"),
-        proxy_test_command=dict(type="raw", default="nginx -t"),
-        proxy_reload_command=dict(type="raw", default="nginx -s reload"),
-        proxy_verify_url=dict(type="str"),
-        proxy_verify_timeout=dict(type="float", default=10),
-        drain_seconds=dict(type="float", default=30),
-        drain_until_idle=dict(type="bool", default=True),
-        stop_grace_seconds=dict(type="int", default=10),
-        releases_to_keep=dict(type="int", default=3),
-        lock_file=dict(type="path"),
-        lock_timeout=dict(type="float", default=60),
-        releases_log=dict(type="path"),
-        services=dict(
-            type="list",
-            elements="dict",
-            default=[],
-            options=dict(
-                name=dict(type="str", required=True),
-                command=dict(type="raw", required=True),
-                singleton=dict(type="bool", default=False),
-            ),
-        ),
-        labels=dict(type="dict", default={}),
-        restart_policy=dict(type="str", choices=["no", "always", "unless-stopped", "on-failure"],
-                            default="unless-stopped"),
-        docker_socket=dict(type="path", default="/var/run/docker.sock"),
-        actor=dict(type="str"),
-        docker_config=dict(type="path"),
-    )
     module = AnsibleModule(
-        argument_spec=argument_spec,
-        required_if=[("mode", "deploy", ("image",)), ("mode", "prepare", ("image",))],
+        argument_spec=argument_spec(),
+        required_if=required_if(),
         supports_check_mode=True,
     )
     options = dict(module.params)

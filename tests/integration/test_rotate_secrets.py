@@ -130,7 +130,7 @@ class CallbackModule(CallbackBase):
 '''
 
 def integration_helpers(config: pytest.Config) -> types.ModuleType:
-    """tests/integration/conftest.py (LoadGenerator, free_ports) as pytest loaded it; docs/CONTRACTS.md
+    """tests/integration/conftest.py (LoadGenerator, free_ports) as pytest loaded it; docs/contracts.md
     rules out `from conftest import`, since several conftest.py files share that module name."""
     wanted = Path(__file__).resolve().with_name("conftest.py")
     for plugin in config.pluginmanager.get_plugins():

@@ -23,7 +23,7 @@ def test_ansible_lint_production_profile() -> None:
 
 
 # What the collection tarball may hold (top-level files, and directories with their contents).
-SHIPPED_FILES = {"MANIFEST.json", "FILES.json", "README.md", "CHANGELOG.md", "inventories",
+SHIPPED_FILES = {"MANIFEST.json", "FILES.json", "README.md", "CHANGELOG.md", "COPYING", "inventories",
                  "inventories/vault-pass-from-env-client.sh"}
 SHIPPED_DIRECTORIES = ("meta", "plugins", "roles", "playbooks", "docs", "ci-templates", "inventories/example")
 

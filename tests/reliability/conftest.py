@@ -1,4 +1,4 @@
-"""Fixtures of the reliability and security suite (docs/RELIABILITY.md).
+"""Fixtures of the reliability and security suite (docs/reliability.md).
 
 One server container for the whole suite (see server_under_test.py): set up once with
 setup.yaml, v1 deployed; each test leaves it serving some release with the lock free.

@@ -1,5 +1,5 @@
 """Settings for the greenlight example to-do app. Everything deploy-specific comes from env vars
-(see docs/CONTRACTS.md): DJANGO_SECRET_KEY, DJANGO_SECRET_KEY_FALLBACKS, DJANGO_ALLOWED_HOST,
+(see docs/contracts.md): DJANGO_SECRET_KEY, DJANGO_SECRET_KEY_FALLBACKS, DJANGO_ALLOWED_HOST,
 DJANGO_DEBUG_FALSE, DJANGO_DB_PATH; GREENLIGHT_RELEASE is baked into the image at build time."""
 import os
 from pathlib import Path

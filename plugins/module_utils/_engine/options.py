@@ -20,6 +20,7 @@ import typing as t
 from .docker_api import DEFAULT_SOCKET
 from .errors import OptionsError
 from .labels import RESERVED_SERVICES
+from .schema import MODES, RESTART_POLICIES
 
 
 # Whole-value patterns end in \Z, not $ (which accepts a trailing newline), and are used with
@@ -46,9 +47,9 @@ IMAGE_ID_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 
 # --------------------------------------------------------------------------------------------
-# THE OPTION TABLE. The names, defaults and types below are to come from schema.py (the one option
-# schema, written by the schema work of issue 11: module argument_spec, deploy settings and docs are
-# checked against it). Until then this dataclass is the table; keep both in step.
+# The options as a typed value. schema.py is the one option table (types, defaults, choices,
+# descriptions): tests/unit/plugins/module_utils/test_option_schema.py fails when these fields,
+# their defaults or validate_options drift from it.
 # --------------------------------------------------------------------------------------------
 
 
@@ -104,13 +105,11 @@ class SwapOptions:
     restart_policy: str = "unless-stopped"
     docker_socket: str = DEFAULT_SOCKET
     actor: t.Optional[str] = None
-    check_mode: bool = False
     docker_config: t.Optional[str] = None  # mode prepare: the Docker client directory root pulls with
+    check_mode: bool = False
 
 
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(SwapOptions))
-RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
-MODES = ("deploy", "rollback", "prepare")
 
 
 def parse_image_reference(reference: str) -> dict[str, t.Optional[str]]:

@@ -40,8 +40,8 @@ def lock(run: t.Any, plan: Plan) -> Plan:
         run.result.from_plan(plan)
         run.lock.update(old_container=plan.live["Id"] if plan.live else None, previous_release=plan.previous_release)
     if run.lock.previous:
-        run.result.set(recovered_from={k: run.lock.previous.get(k) for k in ("pid", "user", "release", "phase",
-                                                                              "since")})
+        keys = ("pid", "user", "release", "phase", "since")
+        run.result.set(recovered_from={k: run.lock.previous.get(k) for k in keys})
     return plan
 
 

@@ -154,8 +154,8 @@ class Swap:
     def _final(self, failure: t.Optional[str] = None) -> dict[str, t.Any]:
         """The result with switched, live_release (read from the server now) and outcome."""
         ctx, opts, result = self.ctx, self.ctx.opts, self.ctx.result
-        live = UNKNOWN if result.get("proxy_uncertain") else live_release(ctx.docker, opts.app_name,
-                                                                           opts.upstream_file)
+        live = (UNKNOWN if result.get("proxy_uncertain")
+                else live_release(ctx.docker, opts.app_name, opts.upstream_file))
         if failure is not None:
             return result.final("failed", live, ctx.switched, failure)
         return result.final(success_state(result.data, opts.check_mode), live, ctx.switched,
