@@ -1,4 +1,4 @@
-"""Promises about what happens while deploy.yaml swaps releases on a real server (setup.yaml's
+"""Promises about what happens while deploy.yml swaps releases on a real server (setup.yml's
 nginx), all observed during one deploy (it is the slow part):
 
 - a second deploy started meanwhile fails fast in preflight naming the running one, and changes
@@ -91,7 +91,7 @@ def swap(server: Server) -> dict[str, t.Any]:
     slow = SlowRequests(server)
     try:
         time.sleep(2)
-        first = server.start_playbook("deploy.yaml", extra_vars={
+        first = server.start_playbook("deploy.yml", extra_vars={
             "app_image_tag": new, "deploy_script_pre_switch_commands": SLOW_PRE_SWITCH})
         try:
             # A second deploy while the first one holds the lock.

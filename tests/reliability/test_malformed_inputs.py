@@ -1,9 +1,9 @@
 """Promise: malformed inputs fail in preflight, before anything changes on a server, with a
 message that names the setting (never a secret value).
 
-deploy.yaml: preflight = the tasks before `Pull |` (the pull is the first thing that touches the
+deploy.yml: preflight = the tasks before `Pull |` (the pull is the first thing that touches the
 server's state), so the run must fail without reaching the pull and with changed=0.
-Env file values are checked by the app_env role's preflight before it writes (setup.yaml runs
+Env file values are checked by the app_env role's preflight before it writes (setup.yml runs
 that role); the run must fail with changed=0 and the env file untouched.
 """
 
@@ -48,7 +48,7 @@ def deploy_runs(server: Server) -> dict[str, t.Any]:
     cases = list(DEPLOY_CASES)
     while cases:
         batch, cases = cases[:3], cases[3:]
-        started = {case: server.start_playbook("deploy.yaml", extra_vars=DEPLOY_CASES[case][0]) for case in batch}
+        started = {case: server.start_playbook("deploy.yml", extra_vars=DEPLOY_CASES[case][0]) for case in batch}
         runs.update({case: running.finish(timeout=300) for case, running in started.items()})
     after = {"live": server.live_release(), "containers": server.containers()}
     return {"runs": runs, "before": before, "after": after}

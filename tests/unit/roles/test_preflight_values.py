@@ -1,7 +1,7 @@
 """Preflight checks of roles and playbooks against values the engine or Docker would read
 differently (issue 10): env values with any line separator or a template marker (app_env), names
 and tags with a trailing newline (full matches), tags that cannot be release ids and health paths
-that are not URL paths (deploy.yaml's preflight).
+that are not URL paths (deploy.yml's preflight).
 
 Each run is one ansible-playbook against several local "hosts" (connection local, one per case),
 so a case fails on its own host and the others still run. Nothing here needs Docker except the
@@ -195,9 +195,9 @@ def test_app_host_refuses_modes_that_let_the_deploy_group_write(tmp_path):
     assert failure(result, "control") == (None, ""), result["_output"][-3000:]
 
 
-# -- deploy.yaml's preflight ----------------------------------------------------------------------
+# -- deploy.yml's preflight ----------------------------------------------------------------------
 DEPLOY_PREPARE_PLAY = """
-- name: Test | deploy.yaml preflight and pull
+- name: Test | deploy.yml preflight and pull
   hosts: cases
   gather_facts: false
   tasks:
