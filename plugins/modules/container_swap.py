@@ -52,8 +52,10 @@ options:
     description:
       - V(deploy) puts O(image) live.
       - V(rollback) puts a kept (stopped) earlier release live again through the same health-gated switch.
+      - V(prepare) changes nothing that serves - it fails fast when another deploy holds the lock, pulls O(image)
+        with O(docker_config), and returns RV(noop) (whether a swap would change anything).
     type: str
-    choices: [deploy, rollback]
+    choices: [deploy, rollback, prepare]
     default: deploy
   rollback_release:
     description:
@@ -269,9 +271,13 @@ options:
     description:
       - Free text recorded as C(actor.by) in the audit line, for example a CI job URL.
     type: str
+  docker_config:
+    description:
+      - O(mode=prepare) only - the Docker client directory (C(DOCKER_CONFIG)) the pull uses, the registry login's.
+    type: path
 notes:
   - One call per server per deploy. Run it with C(serial) or C(throttle) across a fleet as you see fit.
-  - Does not pull images and never sees registry credentials.
+  - Does not pull images (except O(mode=prepare), with the registry login of O(docker_config)) and never sees registry credentials.
 seealso:
   - module: community.docker.docker_image_pull
 """
@@ -313,6 +319,27 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+switched:
+  description: Whether traffic was moved to a new container in this run and stays there.
+  returned: always
+  type: bool
+  sample: true
+live_release:
+  description: The release nginx serves when the module returns (read from the server); V(unknown) if it cannot tell.
+  returned: always
+  type: str
+  sample: v2
+outcome:
+  description:
+    - One record with fixed keys - C(state) (deployed, unchanged, rolled-back, would-deploy, would-pull, failed,
+      recreated, prepared), C(action), C(phase) (the failed phase or null), C(release), C(previous), C(live),
+      C(image), C(digest), C(phases), C(switched), C(message) (one line, redacted).
+  returned: always
+  type: dict
+noop:
+  description: O(mode=prepare) - a swap of this image would change nothing.
+  returned: success and O(mode=prepare)
+  type: bool
 swap_action:
   description:
     - What the run did or would do (called C(action) in the audit line; renamed here because Ansible reserves
@@ -445,14 +472,15 @@ actor:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.greenlight.deploy.plugins.module_utils._swap import SwapError, run_swap
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.errors import SwapError
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.swap import run_swap
 
 
 def main() -> None:
     argument_spec = dict(
         app_name=dict(type="str", required=True),
         image=dict(type="str"),
-        mode=dict(type="str", choices=["deploy", "rollback"], default="deploy"),
+        mode=dict(type="str", choices=["deploy", "rollback", "prepare"], default="deploy"),
         rollback_release=dict(type="str"),
         release=dict(type="str"),
         app_dir=dict(type="path"),
@@ -499,10 +527,11 @@ def main() -> None:
                             default="unless-stopped"),
         docker_socket=dict(type="path", default="/var/run/docker.sock"),
         actor=dict(type="str"),
+        docker_config=dict(type="path"),
     )
     module = AnsibleModule(
         argument_spec=argument_spec,
-        required_if=[("mode", "deploy", ("image",))],
+        required_if=[("mode", "deploy", ("image",)), ("mode", "prepare", ("image",))],
         supports_check_mode=True,
     )
     options = dict(module.params)

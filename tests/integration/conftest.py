@@ -40,11 +40,11 @@ def _ensure_collection_path() -> None:
 
 _ensure_collection_path()
 
-from ansible_collections.greenlight.deploy.plugins.module_utils import _docker_api  # noqa: E402
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine import docker_api  # noqa: E402
 
 
-def docker_client() -> _docker_api.DockerClient:
-    return _docker_api.DockerClient(_docker_api.socket_path_from_env())
+def docker_client() -> docker_api.DockerClient:
+    return docker_api.DockerClient(docker_api.socket_path_from_env())
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -80,7 +80,7 @@ def require_images(*variants: str) -> None:
     for variant in variants:
         try:
             client.inspect_image(image(variant))
-        except _docker_api.NotFound:
+        except docker_api.NotFound:
             pytest.fail("image %s not built: run testbed/build-app-images.sh (make test does it first)"
                         % image(variant), pytrace=False)
 
@@ -318,7 +318,8 @@ from loadgen import LoadGenerator  # noqa: E402,F401  (tests import it from here
 ENGINE_DRIVER = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from ansible_collections.greenlight.deploy.plugins.module_utils._swap import SwapError, run_swap
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.errors import SwapError
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.swap import run_swap
 try:
     result = run_swap(json.loads(sys.argv[2]))
 except SwapError as exc:

@@ -9,7 +9,8 @@ import pytest
 
 from conftest import LoadGenerator, image, require_images, run_module
 
-from ansible_collections.greenlight.deploy.plugins.module_utils._swap import SwapError, run_swap
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.errors import SwapError
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.swap import run_swap
 
 pytestmark = pytest.mark.docker
 

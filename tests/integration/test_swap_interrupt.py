@@ -21,7 +21,8 @@ from conftest import (
     wait_for_phase,
 )
 
-from ansible_collections.greenlight.deploy.plugins.module_utils._swap import LockTimeout, SwapError, run_swap
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.errors import LockTimeout, SwapError
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.swap import run_swap
 
 SLOW_COMMAND = ["python", "-c", "import time; time.sleep(3)"]
 

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import LoadGenerator, image, require_images
 
-from ansible_collections.greenlight.deploy.plugins.module_utils._swap import run_swap
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.swap import run_swap
 
 from test_swap_basic import add_row, list_names
 

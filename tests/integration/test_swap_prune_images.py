@@ -9,7 +9,7 @@ import pytest
 
 from conftest import docker_client, image, require_images
 
-from ansible_collections.greenlight.deploy.plugins.module_utils._swap import run_swap
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.swap import run_swap
 
 pytestmark = pytest.mark.docker
 

@@ -12,7 +12,8 @@ import pytest
 
 from conftest import LoadGenerator, image, require_images
 
-from ansible_collections.greenlight.deploy.plugins.module_utils._swap import SwapError, run_swap
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.errors import SwapError
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.swap import run_swap
 
 pytestmark = pytest.mark.docker
 

@@ -3,7 +3,7 @@ built) fails the tests that need it, loudly, and leaves every other test running
 
 Runs pytest in a child process on a small selection -- unit tests, an integration test, an image
 test of the example app -- with DOCKER_HOST naming a socket that does not exist (both the docker
-CLI and plugins/module_utils/_docker_api.socket_path_from_env read it).
+CLI and plugins/module_utils/_engine/docker_api.socket_path_from_env read it).
 """
 from __future__ import annotations
 

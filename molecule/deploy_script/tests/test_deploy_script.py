@@ -58,7 +58,7 @@ def test_engine_and_script_are_root_owned(host) -> None:
         assert directory.is_directory and directory.user == "root" and directory.mode == 0o755
     script = host.file(f"{INSTALL_DIR}/deploy.sh")
     assert script.user == "root" and script.mode == 0o755
-    for name in ("__init__.py", "_swap.py", "_docker_api.py", "_proxy_nginx.py", "_swap_cli.py", "../deploy.json"):
+    for name in ("__init__.py", "swap.py", "docker_api.py", "proxy_nginx.py", "cli.py", "../deploy.json"):
         installed = host.file(f"{INSTALL_DIR}/greenlight/{name}")
         assert installed.is_file and installed.user == "root" and installed.mode == 0o644, name
     link = host.file(DEPLOY_SH)
@@ -234,7 +234,7 @@ def test_no_argument_makes_root_use_another_configuration(host, argv: list[str])
 
 
 def test_deploy_user_cannot_change_the_configuration_or_the_registry_login(host) -> None:
-    for path in (f"{INSTALL_DIR}/deploy.json", f"{INSTALL_DIR}/deploy.sh", f"{INSTALL_DIR}/greenlight/_swap_cli.py",
+    for path in (f"{INSTALL_DIR}/deploy.json", f"{INSTALL_DIR}/deploy.sh", f"{INSTALL_DIR}/greenlight/cli.py",
                  "/root/.docker/config.json", "/etc/nginx/greenlight/todo-upstream.conf"):
         assert host.run(f"sudo -u deploy sh -c ': >> {path}'").rc != 0, path
     for directory in (INSTALL_DIR, f"{INSTALL_DIR}/greenlight", "/root/.docker", "/etc/nginx/greenlight"):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.greenlight.deploy.plugins.module_utils._swap import parse_env_file
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.envfile import parse_env_file
 
 REPO = Path(__file__).resolve().parents[3]
 COLLECTIONS = REPO / ".collections"

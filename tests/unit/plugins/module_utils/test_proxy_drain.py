@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 
-from ansible_collections.greenlight.deploy.plugins.module_utils._proxy_nginx import (
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.drain import (
     connections_to_port,
     nginx_workers_shutting_down,
     wait_drained,

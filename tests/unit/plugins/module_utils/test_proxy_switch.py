@@ -17,8 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.greenlight.deploy.plugins.module_utils import _proxy_nginx, _swap
-from ansible_collections.greenlight.deploy.plugins.module_utils._swap import SwapError, config_hash, options_from_dict
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine import docker_api, errors, phases_prepare, phases_release, phases_traffic
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.errors import SwapError
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.labels import config_hash
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.options import options_from_dict
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.plan import make_plan, predict
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.swap import Swap
 
 IMAGE_V1 = "sha256:" + "11" * 32
 IMAGE_V2 = "sha256:" + "22" * 32
@@ -40,8 +44,8 @@ def test_failed_reload_restores_the_previous_file_and_reloads_it(tmp_path):
     upstream = tmp_path / "app-upstream.conf"
     upstream.write_text("server 127.0.0.1:8001;\n")
     reload, calls = _counting_reload(tmp_path, fail_first=1)
-    with pytest.raises(_proxy_nginx.ProxyReloadError) as caught:
-        _proxy_nginx.switch_upstream(str(upstream), 8002, ["true"], reload)
+    with pytest.raises(errors.ProxyReloadError) as caught:
+        phases_traffic.switch_upstream(str(upstream), 8002, ["true"], reload)
     error = caught.value
     assert upstream.read_text() == "server 127.0.0.1:8001;\n"
     assert error.restored is True and error.reloaded is True and error.uncertain is False
@@ -55,8 +59,8 @@ def test_reload_that_keeps_failing_is_uncertain_but_the_file_names_the_old_port(
     upstream = tmp_path / "app-upstream.conf"
     upstream.write_text("server 127.0.0.1:8001;\n")
     reload, calls = _counting_reload(tmp_path, fail_first=99)
-    with pytest.raises(_proxy_nginx.ProxyReloadError) as caught:
-        _proxy_nginx.switch_upstream(str(upstream), 8002, ["true"], reload)
+    with pytest.raises(errors.ProxyReloadError) as caught:
+        phases_traffic.switch_upstream(str(upstream), 8002, ["true"], reload)
     error = caught.value
     assert upstream.read_text() == "server 127.0.0.1:8001;\n"
     assert error.restored is True and error.reloaded is False and error.uncertain is True
@@ -69,8 +73,8 @@ def test_switch_back_keeps_the_target_file_when_the_reload_fails(tmp_path):
     upstream = tmp_path / "app-upstream.conf"
     upstream.write_text("server 127.0.0.1:8002;\n")
     reload, calls = _counting_reload(tmp_path, fail_first=99)
-    with pytest.raises(_proxy_nginx.ProxyReloadError) as caught:
-        _proxy_nginx.switch_upstream(str(upstream), 8001, ["true"], reload, restore_on_reload_failure=False)
+    with pytest.raises(errors.ProxyReloadError) as caught:
+        phases_traffic.switch_upstream(str(upstream), 8001, ["true"], reload, restore_on_reload_failure=False)
     assert upstream.read_text() == "server 127.0.0.1:8001;\n"
     assert caught.value.restored is False and caught.value.uncertain is True and caught.value.file_port == 8001
     assert calls.read_text() == "x"
@@ -90,7 +94,7 @@ class RecordingDocker:
 
     def inspect_image(self, reference):
         if reference not in self.images:
-            raise _swap.NotFound("no such image")
+            raise docker_api.NotFound("no such image")
         return self.images[reference]
 
     def list_containers(self, labels=None, all=True):
@@ -179,7 +183,7 @@ def _options(tmp_path: Path, ports: list[int], reload: t.Any, **extra: t.Any) ->
     return values
 
 
-def test_failed_reload_keeps_the_old_release_live_and_says_so(tmp_path, app_port):
+def test_failed_reload_keeps_the_old_release_live_and_says_so(tmp_path, app_port, monkeypatch):
     """The reload fails once, the restored file reloads: nginx serves v1, the new container is
     removed, and the message says the old file was put back."""
     new_port = _free_port()
@@ -189,8 +193,8 @@ def test_failed_reload_keeps_the_old_release_live_and_says_so(tmp_path, app_port
     docker = RecordingDocker([_web("v1", IMAGE_V1, app_port, values)], {})
     # The new container's health is answered by the same stand-in server: point its port there.
     values["health_path"] = "/health"
-    swap = _swap.Swap(options_from_dict(values), docker=docker)
-    swap._health = lambda container_id, port: {"status": 200, "release": "v2"}  # no real v2 container here
+    swap = Swap(options_from_dict(values), docker=docker)
+    monkeypatch.setattr(phases_release, "wait_healthy", lambda run, container_id, port: {"status": 200, "release": "v2"})  # no real v2 container here
     with pytest.raises(SwapError) as caught:
         swap.run()
     message = str(caught.value)
@@ -203,7 +207,7 @@ def test_failed_reload_keeps_the_old_release_live_and_says_so(tmp_path, app_port
     assert result["live_port"] == app_port and result.get("proxy_uncertain") is not True
 
 
-def test_reload_that_keeps_failing_keeps_the_new_container(tmp_path, app_port):
+def test_reload_that_keeps_failing_keeps_the_new_container(tmp_path, app_port, monkeypatch):
     """nginx cannot be reloaded at all: whether it read the new file is unknown, so nothing that
     may serve is removed, the file names the previous release again and the message says so."""
     new_port = _free_port()
@@ -212,8 +216,8 @@ def test_reload_that_keeps_failing_keeps_the_new_container(tmp_path, app_port):
                       pre_switch_commands=[])
     (tmp_path / "todo-upstream.conf").write_text("server 127.0.0.1:%d;\n" % app_port)
     docker = RecordingDocker([_web("v1", IMAGE_V1, app_port, values)], {})
-    swap = _swap.Swap(options_from_dict(values), docker=docker)
-    swap._health = lambda container_id, port: {"status": 200, "release": "v2"}
+    swap = Swap(options_from_dict(values), docker=docker)
+    monkeypatch.setattr(phases_release, "wait_healthy", lambda run, container_id, port: {"status": 200, "release": "v2"})
     with pytest.raises(SwapError) as caught:
         swap.run()
     message = str(caught.value)
@@ -224,7 +228,7 @@ def test_reload_that_keeps_failing_keeps_the_new_container(tmp_path, app_port):
     assert caught.value.result["proxy_uncertain"] is True
 
 
-def test_failed_switch_back_does_not_claim_the_new_release_is_live(tmp_path, app_port):
+def test_failed_switch_back_does_not_claim_the_new_release_is_live(tmp_path, app_port, monkeypatch):
     """Verify through the proxy fails, and switching back cannot reload nginx either."""
     new_port = _free_port()
     reload, _calls = _counting_reload(tmp_path, fail_first=0)
@@ -232,21 +236,21 @@ def test_failed_switch_back_does_not_claim_the_new_release_is_live(tmp_path, app
                       proxy_verify_url="http://127.0.0.1:%d/never" % app_port, proxy_verify_timeout=0.3)
     (tmp_path / "todo-upstream.conf").write_text("server 127.0.0.1:%d;\n" % app_port)
     docker = RecordingDocker([_web("v1", IMAGE_V1, app_port, values)], {})
-    swap = _swap.Swap(options_from_dict(values), docker=docker)
-    swap._health = lambda container_id, port: {"status": 200, "release": "v2"}
-    real_switch = _swap.switch_upstream
+    swap = Swap(options_from_dict(values), docker=docker)
+    monkeypatch.setattr(phases_release, "wait_healthy", lambda run, container_id, port: {"status": 200, "release": "v2"})
+    real_switch = phases_traffic.switch_upstream
 
     def switch(path, port, test_command, reload_command, *args, **kwargs):
         if port == app_port:  # the switch back: nginx is gone by now
             return real_switch(path, port, test_command, ["false"], *args, **kwargs)
         return real_switch(path, port, test_command, reload_command, *args, **kwargs)
 
-    _swap.switch_upstream = switch
+    phases_traffic.switch_upstream = switch
     try:
         with pytest.raises(SwapError) as caught:
             swap.run()
     finally:
-        _swap.switch_upstream = real_switch
+        phases_traffic.switch_upstream = real_switch
     message = str(caught.value)
     assert "switched the proxy back" not in message
     assert "release v2 is live" not in message
@@ -257,7 +261,7 @@ def test_failed_switch_back_does_not_claim_the_new_release_is_live(tmp_path, app
 
 
 # -- cleanup when the upstream file names nothing that runs -------------------------------------------
-def test_cleanup_adopts_the_running_release_instead_of_stopping_it(tmp_path, app_port):
+def test_cleanup_adopts_the_running_release_instead_of_stopping_it(tmp_path, app_port, monkeypatch):
     """The state the old bug left behind: the upstream file names the port of a removed
     container, v1 runs and serves. The next deploy must not stop v1 (outage, rollback target
     gone): it points the upstream file at v1, says so, and swaps to v2 from there."""
@@ -265,12 +269,12 @@ def test_cleanup_adopts_the_running_release_instead_of_stopping_it(tmp_path, app
     values = _options(tmp_path, [app_port, new_port], ["true"])
     (tmp_path / "todo-upstream.conf").write_text("server 127.0.0.1:%d;\n" % new_port)  # nothing runs there
     docker = RecordingDocker([_web("v1", IMAGE_V1, app_port, values)], {})
-    swap = _swap.Swap(options_from_dict(values), docker=docker)
-    plan = swap.plan()
-    assert plan["live"] is None and [c["Id"] for c in plan["others"]] == ["id-v1"]
-    assert any("adopt" in step for step in swap._predict(plan))
+    swap = Swap(options_from_dict(values), docker=docker)
+    plan = make_plan(swap.ctx)
+    assert plan.live is None and [c["Id"] for c in plan.others] == ["id-v1"]
+    assert any("adopt" in step for step in predict(swap.ctx.opts, plan))
 
-    swap._health = lambda container_id, port: {"status": 200, "release": "v2"}
+    monkeypatch.setattr(phases_release, "wait_healthy", lambda run, container_id, port: {"status": 200, "release": "v2"})
     result = swap.run()
     assert result["adopted"] == {"container": "todo-web-v1-abc123", "release": "v1", "port": app_port,
                                  "upstream_port_before": new_port}
@@ -289,10 +293,10 @@ def test_cleanup_adopts_the_newest_healthy_one(tmp_path, app_port):
     (tmp_path / "todo-upstream.conf").write_text("server 127.0.0.1:%d;\n" % nowhere)
     newer_unhealthy = _web("v3", IMAGE_V2, dead_port, values, created=5)  # nothing answers on dead_port
     docker = RecordingDocker([_web("v1", IMAGE_V1, app_port, values, created=1), newer_unhealthy], {})
-    swap = _swap.Swap(options_from_dict(values), docker=docker)
-    plan = swap.plan()
-    cleaned = swap._cleanup(plan)
-    assert swap.result["adopted"]["release"] == "v1"
+    swap = Swap(options_from_dict(values), docker=docker)
+    plan = make_plan(swap.ctx)
+    cleaned = phases_prepare.cleanup(swap.ctx, plan)
+    assert swap.ctx.result["adopted"]["release"] == "v1"
     assert (tmp_path / "todo-upstream.conf").read_text() == "server 127.0.0.1:%d;\n" % app_port
     assert ("stop", "id-v1") not in docker.calls and ("remove", "id-v1") not in docker.calls
     assert ("stop", "id-v3") in docker.calls and cleaned == ["todo-web-v3-abc123"]
@@ -307,7 +311,7 @@ def test_cleanup_without_a_healthy_candidate_stops_nothing_it_cannot_replace(tmp
     values = _options(tmp_path, [port_a, port_b], ["true"])
     (tmp_path / "todo-upstream.conf").write_text("server 127.0.0.1:%d;\n" % nowhere)
     docker = RecordingDocker([_web("v1", IMAGE_V1, port_a, values)], {})
-    swap = _swap.Swap(options_from_dict(values), docker=docker)
+    swap = Swap(options_from_dict(values), docker=docker)
     with pytest.raises(SwapError) as caught:
         swap.run()
     assert "adopted" not in caught.value.result
@@ -323,7 +327,7 @@ def test_cleanup_without_a_healthy_candidate_stops_nothing_it_cannot_replace(tmp
     assert record["failed_phase"] == "cleanup" and record["result"] == "failed"
 
 
-def test_cleanup_still_removes_the_new_container_of_a_run_killed_before_its_switch(tmp_path):
+def test_cleanup_still_removes_the_new_container_of_a_run_killed_before_its_switch(tmp_path, monkeypatch):
     """The first deploy was killed in health: its new container never served, so it is removed
     (not a reason to stop the run)."""
     port_a, port_b = _free_port(), _free_port()
@@ -331,7 +335,7 @@ def test_cleanup_still_removes_the_new_container_of_a_run_killed_before_its_swit
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "deploy.lock").write_text(json.dumps({"phase": "health", "new_container": "id-v1"}))
     docker = RecordingDocker([_web("v1", IMAGE_V1, port_a, values)], {})
-    swap = _swap.Swap(options_from_dict(values), docker=docker)
-    swap._health = lambda container_id, port: {"status": 200, "release": "v2"}
+    swap = Swap(options_from_dict(values), docker=docker)
+    monkeypatch.setattr(phases_release, "wait_healthy", lambda run, container_id, port: {"status": 200, "release": "v2"})
     result = swap.run()
     assert ("remove", "id-v1") in docker.calls and result["cleaned"] == ["todo-web-v1-abc123"]

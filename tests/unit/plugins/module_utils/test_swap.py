@@ -17,25 +17,25 @@ from pathlib import Path
 import pytest
 from tarballs import make_tar
 
-from ansible_collections.greenlight.deploy.plugins.module_utils import _proxy_nginx, _swap
-from ansible_collections.greenlight.deploy.plugins.module_utils._swap import (
-    DeployLock,
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine import docker_api, errors, http_probe, labels, phases_traffic, proxy_nginx, sqlite
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.audit import append_jsonl, audit_record
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.envfile import parse_env_file
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.errors import (
     LockTimeout,
     OptionsError,
     SwapError,
-    append_jsonl,
-    audit_record,
-    config_hash,
-    derive_release,
-    extract_static,
-    holder_message,
-    options_from_dict,
-    parse_env_file,
-    parse_image_reference,
-    run_swap,
 )
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.labels import config_hash
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.lock import DeployLock, holder_message
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.options import (
+    derive_release,
+    options_from_dict,
+    parse_image_reference,
+)
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.static import extract_static
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.swap import Swap, run_swap
 
-MODULE_UTILS = Path(_swap.__file__).resolve().parent
+MODULE_UTILS = Path(labels.__file__).resolve().parent
 IMAGE_ID = "sha256:" + "ab" * 32
 
 
@@ -169,7 +169,7 @@ def test_config_hash_known_value():
     """Guards against accidental changes: a new hash would redeploy every server."""
     assert _hash() == config_hash(IMAGE_ID, "web", None, 8000, ["/d:/data"], "e" * 64, "unless-stopped",
                                   {"a": "1", "b": "2"})
-    expected = _swap.hashlib.sha256(json.dumps({
+    expected = labels.hashlib.sha256(json.dumps({
         "image_id": IMAGE_ID, "service": "web", "command": None, "container_port": 8000, "mounts": ["/d:/data"],
         "env_sha256": "e" * 64, "restart_policy": "unless-stopped", "labels": {"a": "1", "b": "2"}},
         sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
@@ -191,12 +191,12 @@ def test_env_file_error_never_shows_values():
 
 # -- upstream -----------------------------------------------------------------------------------
 def test_render_and_parse_upstream():
-    assert _proxy_nginx.render_upstream(8002) == "server 127.0.0.1:8002;\n"
-    assert _proxy_nginx.parse_upstream("server 127.0.0.1:8099;\n") == 8099
-    assert _proxy_nginx.parse_upstream("# nothing\n") is None
+    assert proxy_nginx.render_upstream(8002) == "server 127.0.0.1:8002;\n"
+    assert proxy_nginx.parse_upstream("server 127.0.0.1:8099;\n") == 8099
+    assert proxy_nginx.parse_upstream("# nothing\n") is None
     for bad in (0, 70000, "8001", True):
         with pytest.raises(ValueError):
-            _proxy_nginx.render_upstream(bad)
+            proxy_nginx.render_upstream(bad)
 
 
 def test_switch_upstream_tests_then_reloads(tmp_path):
@@ -207,7 +207,7 @@ def test_switch_upstream_tests_then_reloads(tmp_path):
     test = [sys.executable, "-c", "import sys; open(sys.argv[1], 'a').write('test:' + open(sys.argv[2]).read())",
             str(calls), str(upstream)]
     reload = [sys.executable, "-c", "import sys; open(sys.argv[1], 'a').write('reload\\n')", str(calls)]
-    result = _proxy_nginx.switch_upstream(str(upstream), 8001, test, reload)
+    result = phases_traffic.switch_upstream(str(upstream), 8001, test, reload)
     assert result == {"previous_port": 8099, "port": 8001, "content_changed": True}
     assert upstream.read_text() == "server 127.0.0.1:8001;\n"
     assert calls.read_text() == "test:server 127.0.0.1:8001;\nreload\n"  # the test saw the new content
@@ -219,8 +219,8 @@ def test_switch_upstream_restores_on_failed_test(tmp_path):
     upstream = tmp_path / "app-upstream.conf"
     upstream.write_text("server 127.0.0.1:8001;\n")
     marker = tmp_path / "reloaded"
-    with pytest.raises(_proxy_nginx.ProxyError, match="proxy test command .* exited 1: broken config"):
-        _proxy_nginx.switch_upstream(str(upstream), 8002, "sh -c 'echo broken config; exit 1'",
+    with pytest.raises(errors.ProxyError, match="proxy test command .* exited 1: broken config"):
+        phases_traffic.switch_upstream(str(upstream), 8002, "sh -c 'echo broken config; exit 1'",
                                      ["touch", str(marker)])
     assert upstream.read_text() == "server 127.0.0.1:8001;\n"
     assert not marker.exists()
@@ -228,7 +228,7 @@ def test_switch_upstream_restores_on_failed_test(tmp_path):
 
 def test_verify_url_must_be_local():
     with pytest.raises(ValueError):
-        _proxy_nginx.fetch_release("http://192.0.2.1/health")
+        http_probe.fetch_release("http://192.0.2.1/health")
 
 
 # -- lock ---------------------------------------------------------------------------------------
@@ -261,7 +261,7 @@ def test_killed_holder_leaves_no_stale_lock(tmp_path):
     code = textwrap.dedent("""
         import sys, time
         sys.path[:0] = %r
-        from ansible_collections.greenlight.deploy.plugins.module_utils._swap import DeployLock
+        from ansible_collections.greenlight.deploy.plugins.module_utils._engine.lock import DeployLock
         lock = DeployLock(sys.argv[1], {"pid": 1, "release": "v9", "phase": "lock"})
         lock.acquire(5)
         lock.update(phase="drain", old_container="abc")
@@ -340,11 +340,11 @@ def test_sqlite_snapshot_and_restore(tmp_path):
             for path in (data, db):
                 os.chown(path, 10001, 10001)
         snapshot = tmp_path / "backups" / "snap.sqlite3"
-        _swap.sqlite_snapshot(str(db), str(snapshot))
+        sqlite.sqlite_snapshot(str(db), str(snapshot))
         with sqlite3.connect(db) as conn:
             conn.execute("ALTER TABLE t ADD COLUMN broken")
             conn.execute("INSERT INTO t VALUES ('after', 1)")
-        _swap.sqlite_restore(str(snapshot), str(db))
+        sqlite.sqlite_restore(str(snapshot), str(db))
         conn = sqlite3.connect(db)
         try:
             assert [r[0] for r in conn.execute("SELECT * FROM t")] == ["before"]
@@ -365,7 +365,7 @@ class FakeDocker:
 
     def inspect_image(self, reference):
         if reference not in self.images:
-            raise _swap.NotFound("no such image")
+            raise docker_api.NotFound("no such image")
         return self.images[reference]
 
     def list_containers(self, labels=None, all=True):
@@ -398,7 +398,7 @@ def _opts(tmp_path, **extra):
 def test_unchanged_when_live_matches(tmp_path):
     values = _opts(tmp_path)
     docker = FakeDocker([_web(values, "v1", 8001)], {"greenlight/todo:v1": {"Id": IMAGE_ID, "RepoDigests": []}})
-    result = _swap.Swap(options_from_dict(values), docker=docker).run()
+    result = Swap(options_from_dict(values), docker=docker).run()
     assert result["changed"] is False and result["container_id"] == "id-v1-8001"
     assert not (tmp_path / "app").exists()  # no lock, no log
 
@@ -409,7 +409,7 @@ def test_check_mode_predicts_without_touching(tmp_path):
     images = {"greenlight/todo:v2": {"Id": "sha256:" + "22" * 32, "RepoDigests": ["r/todo@sha256:" + "3" * 64]}}
     images[IMAGE_ID] = {"Id": IMAGE_ID, "RepoDigests": ["r/todo@sha256:" + "1" * 64]}
     docker = FakeDocker([_web(values, "v1", 8001)], images)
-    result = _swap.Swap(options_from_dict(values), docker=docker).run()
+    result = Swap(options_from_dict(values), docker=docker).run()
     assert result["changed"] is True and result["action"] == "deploy"
     assert result["diff"]["before"]["digest"] == "r/todo@sha256:" + "1" * 64
     assert set(result["diff"]["before"]) == set(result["diff"]["after"])
@@ -426,14 +426,14 @@ def test_config_change_when_only_env_differs(tmp_path):
     values = _opts(tmp_path, env_file=str(env), check_mode=True)
     docker = FakeDocker([_web(values, "v1", 8001, env_sha="0" * 64)],
                         {"greenlight/todo:v1": {"Id": IMAGE_ID, "RepoDigests": []}})
-    result = _swap.Swap(options_from_dict(values), docker=docker).run()
+    result = Swap(options_from_dict(values), docker=docker).run()
     assert result["changed"] is True and result["action"] == "config-change"
     assert "A=1" not in json.dumps(result)
 
 
 def test_missing_image_fails_in_plan(tmp_path):
     with pytest.raises(SwapError, match="not on this server; pull it first") as caught:
-        _swap.Swap(options_from_dict(_opts(tmp_path)), docker=FakeDocker()).run()
+        Swap(options_from_dict(_opts(tmp_path)), docker=FakeDocker()).run()
     assert caught.value.result["failed_phase"] == "plan"
     line = json.loads((tmp_path / "app" / "releases.jsonl").read_text())
     assert line["failed_phase"] == "plan" and line["result"] == "failed"
@@ -443,7 +443,7 @@ def test_rollback_without_kept_release(tmp_path):
     values = _opts(tmp_path, mode="rollback", image=None)
     docker = FakeDocker([_web(_opts(tmp_path), "v1", 8001)], {IMAGE_ID: {"Id": IMAGE_ID, "RepoDigests": []}})
     with pytest.raises(SwapError, match="no previous release"):
-        _swap.Swap(options_from_dict(dict(values, check_mode=True)), docker=docker).run()
+        Swap(options_from_dict(dict(values, check_mode=True)), docker=docker).run()
     assert not (tmp_path / "app").exists()  # check mode writes no audit line, even on failure
 
 
@@ -452,7 +452,7 @@ def test_rollback_picks_newest_kept_release(tmp_path):
     containers = [_web(base, "v1", 8002, state="exited"), _web(base, "v2", 8001)]
     containers[0]["Created"] = 10
     docker = FakeDocker(containers, {IMAGE_ID: {"Id": IMAGE_ID, "RepoDigests": []}})
-    result = _swap.Swap(options_from_dict(_opts(tmp_path, mode="rollback", image=None, check_mode=True)),
+    result = Swap(options_from_dict(_opts(tmp_path, mode="rollback", image=None, check_mode=True)),
                         docker=docker).run()
     assert result["action"] == "rollback" and result["release"] == "v1" and result["previous_release"] == "v2"
     assert result["image"] == "greenlight/todo:v1"
@@ -467,10 +467,10 @@ def test_run_swap_rejects_bad_options():
 def test_engine_imports_without_ansible(tmp_path):
     package = tmp_path / "greenlight_engine"
     package.mkdir()
-    (package / "__init__.py").write_text("")
-    for name in ("_swap.py", "_docker_api.py", "_proxy_nginx.py"):
-        (package / name).write_bytes((MODULE_UTILS / name).read_bytes())
-    code = ("import sys; sys.path.insert(0, '.'); from greenlight_engine._swap import run_swap, options_from_dict; "
+    for source in MODULE_UTILS.glob("*.py"):  # the package, as deploy_script copies it to a server
+        (package / source.name).write_bytes(source.read_bytes())
+    code = ("import sys; sys.path.insert(0, '.'); from greenlight_engine.swap import run_swap; "
+            "from greenlight_engine.options import options_from_dict; from greenlight_engine import cli; "
             "assert not any(m.startswith('ansible') for m in sys.modules), 'ansible imported'; "
             "print(options_from_dict({'app_name': 'todo', 'image': 'x:1'}).lock_file)")
     output = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, capture_output=True, text=True,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.greenlight.deploy.plugins.module_utils import _swap_cli
-from ansible_collections.greenlight.deploy.plugins.module_utils._swap_cli import CliError
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine import cli, cli_config, state
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.cli_config import CliError
 
 
 def _config(tmp_path: Path, marker: Path, docker_config: Path | None = None, name: str = "deploy.json") -> Path:
@@ -57,20 +57,20 @@ def test_no_argument_chooses_the_configuration(tmp_path: Path, argv: list[str], 
     docker_config.mkdir(mode=0o700)
     good = _config(tmp_path, tmp_path / "good-ran", docker_config, name="deploy.json")
     evil = _config(tmp_path, marker, docker_config, name="evil.json")
-    code = _swap_cli.main([a.format(evil=evil) for a in argv], config_path=str(good))
-    assert code == _swap_cli.EXIT_USAGE
+    code = cli.main([a.format(evil=evil) for a in argv], config_path=str(good))
+    assert code == cli_config.EXIT_USAGE
     assert not marker.exists(), "root ran the docker_command of a configuration named on the command line"
     assert not (tmp_path / "good-ran").exists()
     assert "usage" in capsys.readouterr().err.lower()
 
 
 def test_main_needs_the_fixed_configuration_path(capsys) -> None:
-    assert _swap_cli.main(["status"]) == _swap_cli.EXIT_USAGE
+    assert cli.main(["status"]) == cli_config.EXIT_USAGE
     assert "deploy.sh" in capsys.readouterr().err
 
 
 def test_parsers_take_no_abbreviations() -> None:
-    parser = _swap_cli.build_parser()
+    parser = cli.build_parser()
     with pytest.raises(SystemExit):
         parser.parse_args(["deploy", "v1", "--no-p"])  # --no-pull written out only
     with pytest.raises(SystemExit):
@@ -99,7 +99,7 @@ def test_configuration_root_may_change_only(tmp_path: Path, how: str, monkeypatc
             target = path.resolve() if how != "directory of another user" else directory
             os.chown(target, 4243, 4243)
     with pytest.raises(CliError, match="deploy.json|install|link.json") as failure:
-        _swap_cli.load_config(str(path))
+        cli_config.load_config(str(path))
     assert "root" in str(failure.value)
 
 
@@ -107,7 +107,7 @@ def test_configuration_of_root_is_read(tmp_path: Path) -> None:
     directory = tmp_path / "install"
     directory.mkdir(mode=0o755)
     path = _config(directory, tmp_path / "ran")
-    assert _swap_cli.load_config(str(path))["image_repository"] == "registry.example.com/team/todo"
+    assert cli_config.load_config(str(path))["image_repository"] == "registry.example.com/team/todo"
 
 
 @pytest.mark.parametrize("how", ["missing", "outside a root-owned directory", "group-writable directory",
@@ -138,7 +138,7 @@ def test_pull_refuses_a_docker_config_others_can_change(tmp_path: Path, how: str
         docker_config.rename(home / ".docker")
         config["docker_config"] = str(home / ".docker")
     with pytest.raises(CliError, match="docker_config|docker"):
-        _swap_cli.pull("registry.example.com/team/todo:v1", config)
+        cli_config.pull("registry.example.com/team/todo:v1", config)
     assert not marker.exists()
 
 
@@ -147,7 +147,7 @@ def test_pull_runs_with_the_private_docker_config(tmp_path: Path) -> None:
     docker_config = tmp_path / "docker"
     docker_config.mkdir(mode=0o700)
     config = json.loads(_config(tmp_path, marker, docker_config).read_text())
-    _swap_cli.pull("registry.example.com/team/todo:v1", config)
+    cli_config.pull("registry.example.com/team/todo:v1", config)
     assert marker.read_text() == "ran\n"
 
 
@@ -172,8 +172,8 @@ def test_pull_runs_docker_with_a_fixed_environment(tmp_path: Path, monkeypatch) 
         seen.update(argv=argv, env=env)
         return subprocess.CompletedProcess(argv, 0)
 
-    monkeypatch.setattr(_swap_cli.subprocess, "run", fake_run)
-    _swap_cli.pull("registry.example.com/team/todo:v1", config)
+    monkeypatch.setattr(cli_config.subprocess, "run", fake_run)
+    cli_config.pull("registry.example.com/team/todo:v1", config)
     assert seen["argv"][0] == "docker"
     env = seen["env"]
     assert env is not None and env["PATH"] == "/usr/sbin:/usr/bin:/sbin:/bin"
@@ -192,7 +192,7 @@ def test_pull_environment_reaches_the_docker_client(tmp_path: Path, monkeypatch)
     docker_config.mkdir(mode=0o700)
     config = json.loads(_config(tmp_path, tmp_path / "unused", docker_config).read_text())
     config["docker_command"] = str(helper)
-    _swap_cli.pull("registry.example.com/team/todo:v1", config)
+    cli_config.pull("registry.example.com/team/todo:v1", config)
     seen = dict(line.split("=", 1) for line in dump.read_text().splitlines() if "=" in line)
     assert seen["PATH"] == "/usr/sbin:/usr/bin:/sbin:/bin" and seen["DOCKER_CONFIG"] == str(docker_config)
     assert "GREENLIGHT_PLANTED" not in seen
@@ -211,11 +211,11 @@ def test_status_does_not_read_through_a_planted_symlink(tmp_path: Path) -> None:
     link = tmp_path / "releases.jsonl"
     link.symlink_to(secret)
     with pytest.raises(CliError, match="symlink|link"):
-        _swap_cli.read_records(str(link))
+        cli_config.read_records(str(link))
     lock = tmp_path / "deploy.lock"
     lock.symlink_to(secret)
     with pytest.raises(CliError, match="symlink|link"):
-        _swap_cli.lock_holder(str(lock))
+        cli_config.lock_holder(str(lock))
 
 
 def test_restore_takes_only_a_snapshot_of_the_backup_directory(tmp_path: Path) -> None:
@@ -229,10 +229,10 @@ def test_restore_takes_only_a_snapshot_of_the_backup_directory(tmp_path: Path) -
     good.write_bytes(b"SQLite format 3\x00")
     planted = backups / "todo-planted.sqlite3"
     planted.symlink_to(outside)
-    assert _swap_cli.snapshot_in_backups(str(good), str(backups)) == str(good)
+    assert cli_config.snapshot_in_backups(str(good), str(backups)) == str(good)
     for forged in (str(outside), str(backups / ".." / outside.name), str(planted)):
         with pytest.raises(CliError, match="backup"):
-            _swap_cli.snapshot_in_backups(forged, str(backups))
+            cli_config.snapshot_in_backups(forged, str(backups))
 
 
 @pytest.mark.parametrize("argument, expected", [
@@ -242,7 +242,7 @@ def test_restore_takes_only_a_snapshot_of_the_backup_directory(tmp_path: Path) -
     ("registry.example.com/team/todo@sha256:" + "b" * 64, "registry.example.com/team/todo@sha256:" + "b" * 64),
 ])
 def test_image_reference_of_the_configured_repository(argument: str, expected: str) -> None:
-    assert _swap_cli.image_reference(argument, "registry.example.com/team/todo") == expected
+    assert cli_config.image_reference(argument, "registry.example.com/team/todo") == expected
 
 
 @pytest.mark.parametrize("argument", [
@@ -255,7 +255,7 @@ def test_image_reference_of_the_configured_repository(argument: str, expected: s
 def test_image_reference_from_elsewhere_is_refused(argument: str) -> None:
     """Root would run it with the app's env file and mounts: only the app's repository."""
     with pytest.raises(CliError, match="image_repository"):
-        _swap_cli.image_reference(argument, "registry.example.com/team/todo")
+        cli_config.image_reference(argument, "registry.example.com/team/todo")
 
 
 # -- what root reads and prints for the deploy user ---------------------------------------------------
@@ -267,14 +267,14 @@ def test_lock_holder_refuses_a_hard_link_or_a_strangers_lock(tmp_path: Path) -> 
     other.write_text(json.dumps({"pid": 1, "secret": "root's"}))
     os.link(other, app / "deploy.lock")
     with pytest.raises(CliError, match="hard links"):
-        _swap_cli.lock_holder(str(app / "deploy.lock"))
+        cli_config.lock_holder(str(app / "deploy.lock"))
     (app / "deploy.lock").unlink()
     if os.geteuid() != 0:
         pytest.fail("run as root: the owner rule is root's (the engine's user on a server)")
     (app / "deploy.lock").write_text("")
     os.chown(app / "deploy.lock", 10001, 10001)
     with pytest.raises(CliError, match="owned by uid 10001"):
-        _swap_cli.lock_holder(str(app / "deploy.lock"))
+        cli_config.lock_holder(str(app / "deploy.lock"))
 
 
 def test_status_prints_no_terminal_escape_of_what_others_wrote(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -287,13 +287,13 @@ def test_status_prints_no_terminal_escape_of_what_others_wrote(tmp_path: Path, m
     log = tmp_path / "app" / "releases.jsonl"
     log.write_text(json.dumps({"time": "t", "action": "deploy", "result": "ok", "release": evil,
                                "previous_release": evil, "actor": {"by": evil}}) + "\n")
-    monkeypatch.setattr(_swap_cli, "web_containers", lambda opts: (None, [], 8001))
-    monkeypatch.setattr(_swap_cli, "lock_holder", lambda path: {"pid": 7, "user": evil, "release": evil,
+    monkeypatch.setattr(state, "read_state", lambda docker, app, upstream_file: state.ServerState([], 8001))
+    monkeypatch.setattr(state, "lock_holder", lambda path: {"pid": 7, "user": evil, "release": evil,
                                                                 "action": "deploy", "phase": evil})
-    assert _swap_cli.cmd_status(config, argparse.Namespace(json=False, last=5)) == 0
+    assert cli.cmd_status(config, argparse.Namespace(json=False, last=5)) == 0
     out = capsys.readouterr().out
     for character in ("\x1b", "\x07", "\r", "\x9b", "\u202e"):
         assert character not in out, repr(character)
     assert "v9\\x1b]0;owned\\x07" in out
-    _swap_cli._err("actor " + evil)
+    cli_config._err("actor " + evil)
     assert "\x1b" not in capsys.readouterr().err

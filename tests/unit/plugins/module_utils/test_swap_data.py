@@ -18,15 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.greenlight.deploy.plugins.module_utils import _swap
-from ansible_collections.greenlight.deploy.plugins.module_utils._swap import (
-    DeployLock,
-    UnsafePathError,
-    append_jsonl,
-    options_from_dict,
-    sqlite_restore,
-    sqlite_snapshot,
-)
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine import cli, cli_config, docker_api, errors, phases_finish, phases_prepare, sqlite
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.audit import append_jsonl
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.errors import UnsafePathError
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.lock import DeployLock
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.options import options_from_dict
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.sqlite import sqlite_restore, sqlite_snapshot
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.plan import Plan, make_plan
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.swap import Swap
 
 APP_UID = 10001
 ROOT = os.geteuid() == 0
@@ -184,7 +183,7 @@ def test_a_link_planted_after_the_check_reaches_only_what_the_app_can(tmp_path, 
     db = data_dir / "db.sqlite3"
     snapshot = tmp_path / "backups" / "snap.sqlite3"
     sqlite_snapshot(str(db), str(snapshot))
-    monkeypatch.setattr(_swap, "_refuse_links", lambda *paths: os.lstat(paths[0]))  # lose the race on purpose
+    monkeypatch.setattr(sqlite, "refuse_links", lambda *paths: os.lstat(paths[0]))  # lose the race on purpose
     os.rename(db, data_dir / "moved.sqlite3")
     db.symlink_to(root_db)
     os.lchown(db, APP_UID, APP_UID)  # the app made the link
@@ -219,7 +218,7 @@ def test_restore_keeps_the_app_ownership_of_a_wal_database(tmp_path, data_dir):
 
 def _lose_the_race(monkeypatch) -> None:
     """The app swaps its database for a link between the engine's check and SQLite's open."""
-    monkeypatch.setattr(_swap, "_refuse_links", lambda *paths: os.lstat(paths[0]))
+    monkeypatch.setattr(sqlite, "refuse_links", lambda *paths: os.lstat(paths[0]))
 
 
 @needs_root
@@ -312,7 +311,7 @@ def test_no_way_to_switch_the_identity_refuses_and_restores_root(tmp_path, data_
     def refuse(_groups):
         raise PermissionError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr(_swap.os, "setgroups", refuse)
+    monkeypatch.setattr(sqlite.os, "setgroups", refuse)
     with pytest.raises(UnsafePathError, match="cannot open .* as uid %d" % APP_UID):
         sqlite_snapshot(db, str(tmp_path / "backups" / "a.sqlite3"))
     monkeypatch.undo()
@@ -322,7 +321,7 @@ def test_no_way_to_switch_the_identity_refuses_and_restores_root(tmp_path, data_
         def __init__(self, *args, **kwargs):
             pass
 
-    monkeypatch.setattr(_swap.ctypes, "CDLL", NoFsuid)
+    monkeypatch.setattr(sqlite.ctypes, "CDLL", NoFsuid)
     with pytest.raises(UnsafePathError, match="setfsuid"):
         sqlite_snapshot(db, str(tmp_path / "backups" / "b.sqlite3"))
     monkeypatch.undo()
@@ -399,7 +398,7 @@ def test_short_writes_are_completed(tmp_path, monkeypatch):
         calls.append(len(data))
         return real_write(fd, data[:max(1, len(data) // 2)])
 
-    monkeypatch.setattr(_swap.os, "write", half_write)
+    monkeypatch.setattr(sqlite.os, "write", half_write)
     append_jsonl(str(log), {"n": 2, "padding": "x" * 200})
     assert len(calls) > 1
     assert [line["n"] for line in _lines(log)] == [1, 2]
@@ -418,7 +417,7 @@ def test_full_disk_leaves_no_partial_line(tmp_path, monkeypatch):
             return real_write(fd, data[:10])
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(_swap.os, "write", write_then_full)
+    monkeypatch.setattr(sqlite.os, "write", write_then_full)
     with pytest.raises(OSError) as caught:
         append_jsonl(str(log), {"n": 2, "padding": "x" * 200})
     assert caught.value.errno == errno.ENOSPC and str(log) in str(caught.value)
@@ -477,7 +476,7 @@ class PruneDocker:
         assert image_id.startswith("sha256:")
         if image_id in self.in_use_elsewhere or any(c["ImageID"] == image_id for c in self.containers):
             self.refused_images.append(image_id)
-            raise _swap.DockerError("conflict: image is being used (HTTP 409)", status=409)
+            raise docker_api.DockerError("conflict: image is being used (HTTP 409)", status=409)
         self.removed_images.append(image_id)
         return True
 
@@ -498,7 +497,7 @@ def _swap_for(tmp_path, docker, **extra):
     values = {"app_name": "todo", "image": "todo:r9", "app_dir": str(tmp_path / "app"),
               "upstream_file": str(tmp_path / "upstream.conf")}
     values.update(extra)
-    return _swap.Swap(options_from_dict(values), docker=docker)
+    return Swap(options_from_dict(values), docker=docker)
 
 
 def test_prune_removes_partial_snapshots(tmp_path):
@@ -510,7 +509,7 @@ def test_prune_removes_partial_snapshots(tmp_path):
     for name in names:
         (backups / name).write_text("x")
     swap = _swap_for(tmp_path, PruneDocker([]), sqlite_path=str(tmp_path / "db.sqlite3"))
-    pruned = swap._prune(None, "r9")
+    pruned = phases_finish.prune(swap.ctx, None, "r9")
     assert sorted(p.name for p in backups.iterdir()) == sorted(names[:2] + ["other-app.sqlite3.partial"])
     assert set(names[2:4]) <= set(pruned)
 
@@ -524,7 +523,7 @@ def test_prune_refuses_a_linked_backups_dir(tmp_path):
     (tmp_path / "app" / "backups").symlink_to(elsewhere)
     swap = _swap_for(tmp_path, PruneDocker([]), sqlite_path=str(tmp_path / "db.sqlite3"))
     with pytest.raises(UnsafePathError, match="backups is a symbolic link"):
-        swap._prune(None, "r9")
+        phases_finish.prune(swap.ctx, None, "r9")
     assert len(list(elsewhere.iterdir())) == 8
 
 
@@ -535,21 +534,21 @@ def test_created_container_is_never_a_rollback_target(tmp_path):
                   _container(2, "created", release="r2")]
     containers[1]["Labels"]["greenlight.port"] = "8001"
     swap = _swap_for(tmp_path, PruneDocker(containers), mode="rollback", image=None)
-    plan = swap.plan()
-    assert plan["release"] == "r1"
-    with pytest.raises(_swap.SwapError, match="no kept release r2"):
-        _swap_for(tmp_path, PruneDocker(containers), mode="rollback", image=None, rollback_release="r2").plan()
+    plan = make_plan(swap.ctx)
+    assert plan.release == "r1"
+    with pytest.raises(errors.SwapError, match="no kept release r2"):
+        make_plan(_swap_for(tmp_path, PruneDocker(containers), mode="rollback", image=None, rollback_release="r2").ctx)
 
 
 def test_prune_and_cleanup_remove_created_containers(tmp_path):
     containers = [_container(1, "exited"), _container(2, "created"), _container(3, "running")]
     docker = PruneDocker(containers)
     swap = _swap_for(tmp_path, docker)
-    swap._prune("id-web-3", "r3")
+    phases_finish.prune(swap.ctx, "id-web-3", "r3")
     assert [c["Id"] for c in docker.containers] == ["id-web-1", "id-web-3"]
     docker = PruneDocker([_container(1, "exited"), _container(2, "created"), _container(3, "running")])
     swap = _swap_for(tmp_path, docker)
-    cleaned = swap._cleanup({"others": [], "live": None, "upstream_port": None})
+    cleaned = phases_prepare.cleanup(swap.ctx, Plan(others=[], live=None, upstream_port=None))
     assert cleaned == ["todo-web-r2-x"] and [c["Id"] for c in docker.containers] == ["id-web-1", "id-web-3"]
 
 
@@ -559,10 +558,10 @@ def test_prune_removes_images_no_kept_release_uses(tmp_path):
     containers.append(_container(3, "exited", service="worker"))  # still used by a kept container: kept
     docker = PruneDocker(containers, in_use_elsewhere={IMAGE[2]})  # e.g. another app's container
     swap = _swap_for(tmp_path, docker, releases_to_keep=3)
-    swap._prune("id-web-7", "r7")
+    phases_finish.prune(swap.ctx, "id-web-7", "r7")
     assert docker.removed_images == [IMAGE[1]]
     assert IMAGE[2] in docker.refused_images  # Docker said in use: left alone, not an error
-    assert swap.result["pruned_images"] == [IMAGE[1]]
+    assert swap.ctx.result["pruned_images"] == [IMAGE[1]]
     assert sorted(c["ImageID"] for c in docker.containers if c["Labels"]["greenlight.service"] == "web") == \
         [IMAGE[4], IMAGE[5], IMAGE[6], IMAGE[7]]
 
@@ -574,9 +573,9 @@ def test_prune_never_removes_the_live_or_a_kept_image(tmp_path):
     containers[0]["ImageID"] = containers[1]["ImageID"] = containers[2]["ImageID"] = IMAGE[5]
     docker = PruneDocker(containers)
     swap = _swap_for(tmp_path, docker, releases_to_keep=1)
-    swap._prune("id-web-3", "c")
+    phases_finish.prune(swap.ctx, "id-web-3", "c")
     assert docker.removed_images == [] and docker.refused_images == []
-    assert swap.result["pruned_images"] == []
+    assert swap.ctx.result["pruned_images"] == []
 
 
 # -- deploy.sh restore-database: the snapshot named in releases.jsonl ---------------------------------
@@ -584,8 +583,6 @@ def test_restore_database_only_from_the_backups_dir(tmp_path, data_dir, monkeypa
     """releases.jsonl is writable by the deploy user: a record naming another database (another
     app's, root's) must not make root copy it into this app's database."""
     import argparse
-
-    from ansible_collections.greenlight.deploy.plugins.module_utils import _swap_cli
 
     app_dir = data_dir.parent
     db = data_dir / "db.sqlite3"
@@ -597,13 +594,12 @@ def test_restore_database_only_from_the_backups_dir(tmp_path, data_dir, monkeypa
     _make_db(other, rows=("another app's data",))
     config = {"swap": {"app_name": "todo", "app_dir": str(app_dir), "sqlite_path": str(db),
                        "upstream_file": str(tmp_path / "upstream.conf")}}
-    live = {"Labels": {"greenlight.release": "v1"}}
-    monkeypatch.setattr(_swap_cli, "web_containers", lambda opts: (live, [live], 8001))
+    monkeypatch.setattr(cli, "live_release_of", lambda opts: "v1")
     record = {"result": "ok", "release": "v2", "previous_release": "v1", "snapshot": str(other)}
     append_jsonl(str(app_dir / "releases.jsonl"), record)
     args = argparse.Namespace(check=False, json=False, actor=None)
-    with pytest.raises(_swap_cli.CliError, match="not a (snapshot|file of the backup directory) %s" % (app_dir / "backups")):
-        _swap_cli._restore(config, "v1", args)
+    with pytest.raises(cli_config.CliError, match="not a (snapshot|file of the backup directory) %s" % (app_dir / "backups")):
+        cli._restore(config, "v1", args)
     assert _rows(db) == ["mine"]
     # A real snapshot in backups_dir is restored.
     snapshot = app_dir / "backups" / "todo-20260101T000000000000Z-before-v2.sqlite3"
@@ -611,22 +607,21 @@ def test_restore_database_only_from_the_backups_dir(tmp_path, data_dir, monkeypa
     with sqlite3.connect(db) as conn:
         conn.execute("INSERT INTO t VALUES ('written by v2')")
     append_jsonl(str(app_dir / "releases.jsonl"), dict(record, snapshot=str(snapshot)))
-    assert _swap_cli._restore(config, "v1", args) == 0
+    assert cli._restore(config, "v1", args) == 0
     assert _rows(db) == ["mine"]
 
 
 def test_deploy_sh_reads_releases_log_never_through_a_link(tmp_path, secret_file):
     """`deploy.sh status` runs as root and prints records: not those of a file a link names."""
-    from ansible_collections.greenlight.deploy.plugins.module_utils import _swap_cli
-
+    
     secret_file.write_text('{"result": "ok", "release": "root-only-record"}\n')
     log = tmp_path / "releases.jsonl"
     log.symlink_to(secret_file)
-    with pytest.raises(_swap_cli.CliError, match="%s is a symbolic link" % log):
-        _swap_cli.read_records(str(log))
+    with pytest.raises(cli_config.CliError, match="%s is a symbolic link" % log):
+        cli_config.read_records(str(log))
     log.unlink()
     append_jsonl(str(log), {"result": "ok", "release": "v1"})
-    assert [r["release"] for r in _swap_cli.read_records(str(log))] == ["v1"]
+    assert [r["release"] for r in cli_config.read_records(str(log))] == ["v1"]
 
 
 @needs_root
@@ -650,7 +645,7 @@ def test_server_layout_app_reaches_its_data_through_the_deploy_group(tmp_path, m
         db = data / "db.sqlite3"
         _make_db(db, wal=True)
         os.chown(db, APP_UID, APP_UID)
-        assert _swap._traverse_groups(str(data), APP_UID) == [deploy_uid]
+        assert sqlite.traverse_groups(str(data), APP_UID) == [deploy_uid]
         snapshot = tmp_path / "backups" / "snap.sqlite3"
         sqlite_snapshot(str(db), str(snapshot))
         with sqlite3.connect(db) as conn:
@@ -663,7 +658,7 @@ def test_server_layout_app_reaches_its_data_through_the_deploy_group(tmp_path, m
         assert (tmp_path / "after").stat().st_uid == 0
 
         root_db = _root_database(tmp_path)
-        monkeypatch.setattr(_swap, "_refuse_links", lambda *paths: os.lstat(paths[0]))
+        monkeypatch.setattr(sqlite, "refuse_links", lambda *paths: os.lstat(paths[0]))
         for path in data.iterdir():
             path.unlink()
         db.symlink_to(root_db)
@@ -691,7 +686,7 @@ def test_snapshot_temp_file_swapped_for_a_link_is_not_written(tmp_path, data_dir
             os.symlink(secret_file, database)
         return real_connect(database, *args, **kwargs)
 
-    monkeypatch.setattr(_swap.sqlite3, "connect", swapping_connect)
+    monkeypatch.setattr(sqlite.sqlite3, "connect", swapping_connect)
     with pytest.raises(UnsafePathError, match="was replaced"):
         sqlite_snapshot(str(data_dir / "db.sqlite3"), str(backups / "snap.sqlite3"))
     monkeypatch.undo()
@@ -700,8 +695,8 @@ def test_snapshot_temp_file_swapped_for_a_link_is_not_written(tmp_path, data_dir
 
 
 # -- the env file: read as root, in a directory the deploy user may write ----------------------------
-def _env_swap(env_file: Path) -> _swap.Swap:
-    return _swap.Swap(options_from_dict({"app_name": "todo", "image": "greenlight/todo:v1",
+def _env_swap(env_file: Path) -> Swap:
+    return Swap(options_from_dict({"app_name": "todo", "image": "greenlight/todo:v1",
                                          "app_dir": str(env_file.parent), "env_file": str(env_file),
                                          "upstream_file": str(env_file.parent / "upstream.conf"),
                                          "host_ports": [18001, 18002]}), docker=object())
@@ -711,8 +706,8 @@ def test_env_file_a_link_is_refused(tmp_path, secret_file):
     app = tmp_path / "app"
     app.mkdir()
     (app / "todo.env").symlink_to(secret_file)
-    with pytest.raises(_swap.SwapError, match="env_file %s is a symbolic link" % (app / "todo.env")):
-        _env_swap(app / "todo.env")._read_env()
+    with pytest.raises(errors.SwapError, match="env_file %s is a symbolic link" % (app / "todo.env")):
+        _env_swap(app / "todo.env").ctx.read_env()
 
 
 def test_env_file_a_fifo_is_refused_at_once(tmp_path):
@@ -724,7 +719,7 @@ def test_env_file_a_fifo_is_refused_at_once(tmp_path):
 
     def read() -> None:
         try:
-            _env_swap(app / "todo.env")._read_env()
+            _env_swap(app / "todo.env").ctx.read_env()
         except BaseException as exc:  # noqa: BLE001 - handed to the test thread
             outcome["error"] = exc
 
@@ -737,7 +732,7 @@ def test_env_file_a_fifo_is_refused_at_once(tmp_path):
         with open(os.open(app / "todo.env", os.O_WRONLY | os.O_NONBLOCK), "w"):
             pass
         pytest.fail("reading a FIFO env_file blocked")
-    assert isinstance(outcome.get("error"), _swap.SwapError), outcome
+    assert isinstance(outcome.get("error"), errors.SwapError), outcome
     assert "env_file %s is not a regular file" % (app / "todo.env") in str(outcome["error"])
 
 
@@ -747,8 +742,8 @@ def test_env_file_a_hard_link_is_refused(tmp_path):
     other = tmp_path / "other.env"
     other.write_text("A=1\n")
     os.link(other, app / "todo.env")
-    with pytest.raises(_swap.SwapError, match="hard links"):
-        _env_swap(app / "todo.env")._read_env()
+    with pytest.raises(errors.SwapError, match="hard links"):
+        _env_swap(app / "todo.env").ctx.read_env()
 
 
 @needs_root
@@ -763,12 +758,12 @@ def test_env_file_owned_by_the_deploy_user_is_read(tmp_path):
     env_file.write_text("A=1\nB=two\n")
     os.chown(env_file, deploy_uid, deploy_uid)
     swap = _env_swap(env_file)
-    swap._read_env()  # root's 0750 directory
-    assert swap.env == ["A=1", "B=two"]
+    swap.ctx.read_env()  # root's 0750 directory
+    assert swap.ctx.env == ["A=1", "B=two"]
     os.chown(app, deploy_uid, deploy_uid)
-    swap._read_env()  # the deploy user's directory
-    assert swap.env == ["A=1", "B=two"]
+    swap.ctx.read_env()  # the deploy user's directory
+    assert swap.ctx.env == ["A=1", "B=two"]
     os.chown(app, 0, 0)
     app.chmod(0o1777)
-    with pytest.raises(_swap.SwapError, match="owned by uid %d" % deploy_uid):
-        swap._read_env()
+    with pytest.raises(errors.SwapError, match="owned by uid %d" % deploy_uid):
+        swap.ctx.read_env()

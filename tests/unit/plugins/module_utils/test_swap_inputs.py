@@ -9,17 +9,16 @@ import typing as t
 
 import pytest
 
-from ansible_collections.greenlight.deploy.plugins.module_utils import _swap, _swap_cli
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine import cli_config, options, redact
 from ansible_collections.greenlight.deploy.plugins.plugin_utils import _yaml_edit
-from ansible_collections.greenlight.deploy.plugins.module_utils._swap import (
-    OptionsError,
-    SwapError,
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.envfile import parse_env_file
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.errors import OptionsError, SwapError
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.options import (
     options_from_dict,
-    parse_env_file,
     parse_image_reference,
     parse_mount,
-
 )
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.swap import Swap
 
 IMAGE_ID = "sha256:" + "ab" * 32
 
@@ -91,20 +90,20 @@ def test_every_python_pattern_refuses_a_trailing_newline():
         parse_image_reference("sha256:" + "ab" * 32 + "\n")
     with pytest.raises(ValueError):
         parse_mount("data\n:/data")
-    assert not _swap_cli.TAG_RE.match("v1\n") and _swap_cli.TAG_RE.match("v1")
-    assert not _swap_cli.DIGEST_RE.match("sha256:" + "0" * 64 + "\n")
+    assert not cli_config.TAG_RE.match("v1\n") and cli_config.TAG_RE.match("v1")
+    assert not cli_config.DIGEST_RE.match("sha256:" + "0" * 64 + "\n")
     assert not _yaml_edit.KEY_PATTERN.match("vault_key\n") and _yaml_edit.KEY_PATTERN.match("vault_key")
-    for pattern in (_swap.APP_NAME_RE, _swap.RELEASE_RE, _swap.VOLUME_NAME_RE, _swap.IMAGE_ID_RE,
-                    _swap.IMAGE_REFERENCE_RE):
+    for pattern in (options.APP_NAME_RE, options.RELEASE_RE, options.VOLUME_NAME_RE, options.IMAGE_ID_RE,
+                    options.IMAGE_REFERENCE_RE):
         sample = {"IMAGE_ID_RE": IMAGE_ID, "IMAGE_REFERENCE_RE": "todo:v1"}.get(
-            [k for k, v in vars(_swap).items() if v is pattern][0], "todo1")
+            [k for k, v in vars(options).items() if v is pattern][0], "todo1")
         assert pattern.match(sample) and pattern.fullmatch(sample), pattern.pattern
         assert not pattern.match(sample + "\n") and not pattern.fullmatch(sample + "\n"), pattern.pattern
 
 
 def test_image_with_a_trailing_newline_cannot_reach_the_cli():
-    with pytest.raises(_swap_cli.CliError):
-        _swap_cli.image_reference("v1\n", "registry.test/todo")
+    with pytest.raises(cli_config.CliError):
+        cli_config.image_reference("v1\n", "registry.test/todo")
 
 
 # -- a tag must be usable as a release id (rollback needs it) -------------------------------------
@@ -126,7 +125,7 @@ def test_tags_that_are_release_ids_pass(tag):
 
 @pytest.mark.parametrize("tag", ["_v1", "v" * 65])
 def test_cli_refuses_a_tag_that_cannot_be_a_release_id(tag):
-    assert not _swap_cli.TAG_RE.match(tag)
+    assert not cli_config.TAG_RE.match(tag)
 
 
 # -- health path and verify URL are URL paths ----------------------------------------------------
@@ -153,7 +152,7 @@ def test_valid_health_paths_pass(path):
 def test_redact_replaces_every_value_naming_the_key():
     env = ["DJANGO_SECRET_KEY=s3cr3t-value", "SHORT=abc", "EMPTY=", "OTHER=s3cr3t-value-longer"]
     text = "boom s3cr3t-value and s3cr3t-value-longer; abc stays\n"
-    out = _swap.redact(text, env)
+    out = redact.redact(text, env)
     assert "s3cr3t" not in out and "[redacted DJANGO_SECRET_KEY]" in out and "[redacted OTHER]" in out
     assert "abc stays" in out
 
@@ -209,7 +208,7 @@ def test_container_output_with_the_secret_is_redacted_everywhere(tmp_path, fail)
                "pre_switch_commands": [["sh", "-c", "echo $DJANGO_SECRET_KEY; exit %d" % (fail == "pre_switch")]]}
     docker = FailingDocker(secret, fail)
     with pytest.raises(SwapError) as caught:
-        _swap.Swap(options_from_dict(options), docker=docker).run()
+        Swap(options_from_dict(options), docker=docker).run()
     assert caught.value.result["failed_phase"] == fail
     assert any(secret in "".join(c["Env"]) for c in docker.created.values())  # control: the app had it
     message = str(caught.value)
@@ -231,6 +230,6 @@ def test_pre_switch_output_returned_on_success_is_redacted(tmp_path):
                "pre_switch_commands": ["migrate"]}
     docker = FailingDocker(secret, "health")  # the one-off succeeds, the web container then fails
     with pytest.raises(SwapError) as caught:
-        _swap.Swap(options_from_dict(options), docker=docker).run()
+        Swap(options_from_dict(options), docker=docker).run()
     output = caught.value.result["pre_switch_output"]
     assert "[redacted DJANGO_SECRET_KEY]" in output[0] and secret not in json.dumps(output)

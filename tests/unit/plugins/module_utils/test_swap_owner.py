@@ -17,13 +17,11 @@ from pathlib import Path
 import pytest
 from tarballs import make_tar
 
-from ansible_collections.greenlight.deploy.plugins.module_utils import _swap
-from ansible_collections.greenlight.deploy.plugins.module_utils._swap import (
-    SwapError,
-    UnsafePathError,
-    extract_static,
-    options_from_dict,
-)
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine import paths
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.errors import SwapError, UnsafePathError
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.options import options_from_dict
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.static import extract_static
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.swap import Swap
 
 DEPLOY_UID = 10001
 IMAGE_ID = "sha256:" + "ab" * 32
@@ -138,7 +136,7 @@ def test_check_mount_sources_refuses_a_linked_host_path_naming_the_mount(tmp_pat
     _plant(app / "data", private)
     mount = "%s:/data" % (app / "data")
     with pytest.raises(UnsafePathError) as caught:
-        _swap.check_mount_sources([mount])
+        paths.check_mount_sources([mount])
     assert mount in str(caught.value) and "symbolic link" in str(caught.value)
 
 
@@ -147,7 +145,7 @@ def test_check_mount_sources_refuses_a_linked_parent(tmp_path, private):
     opt = _deploy_owned(tmp_path / "opt")
     _plant(opt / "app", private)
     with pytest.raises(UnsafePathError, match="symbolic link %s " % (opt / "app")):
-        _swap.check_mount_sources(["%s/data:/data:rw" % (opt / "app")])
+        paths.check_mount_sources(["%s/data:/data:rw" % (opt / "app")])
 
 
 def test_check_mount_sources_refuses_roots_link_in_a_directory_others_may_write(tmp_path, private):
@@ -156,7 +154,7 @@ def test_check_mount_sources_refuses_roots_link_in_a_directory_others_may_write(
     (app / "data").symlink_to(private)
     assert (app / "data").lstat().st_uid == 0
     with pytest.raises(UnsafePathError, match="symbolic link"):
-        _swap.check_mount_sources(["%s:/data" % (app / "data")])
+        paths.check_mount_sources(["%s:/data" % (app / "data")])
 
 
 def test_check_mount_sources_accepts_roots_own_links(tmp_path):
@@ -171,12 +169,12 @@ def test_check_mount_sources_accepts_roots_own_links(tmp_path):
     sticky.mkdir()
     sticky.chmod(0o1777)
     (sticky / "zone").symlink_to(disk)
-    _swap.check_mount_sources(["%s/app/data:/data" % (etc / "opt"), "%s/app/data:/z:ro" % (sticky / "zone")])
+    paths.check_mount_sources(["%s/app/data:/data" % (etc / "opt"), "%s/app/data:/z:ro" % (sticky / "zone")])
 
 
 def test_check_mount_sources_accepts_real_paths_missing_paths_and_volumes(tmp_path):
     (tmp_path / "data").mkdir()
-    _swap.check_mount_sources(["%s/data:/data" % tmp_path, "%s/not-yet/:/x:ro" % tmp_path, "todo-volume:/v",
+    paths.check_mount_sources(["%s/data:/data" % tmp_path, "%s/not-yet/:/x:ro" % tmp_path, "todo-volume:/v",
                          "%s//data/./:/y" % tmp_path])
 
 
@@ -214,7 +212,7 @@ def test_swap_refuses_a_linked_mount_source_before_any_container(tmp_path, priva
                "static_root": str(tmp_path / "static")}
     docker = RecordingDocker()
     with pytest.raises(SwapError) as caught:
-        _swap.Swap(options_from_dict(options), docker=docker).run()
+        Swap(options_from_dict(options), docker=docker).run()
     assert docker.created == []
     assert "%s:/data" % (app / "data") in str(caught.value)
     record = json.loads((app / "releases.jsonl").read_text().splitlines()[-1])
@@ -235,7 +233,7 @@ def test_a_dangling_database_link_is_refused_not_skipped(tmp_path, private):
                "pre_switch_commands": ["migrate"]}
     docker = RecordingDocker()
     with pytest.raises(SwapError, match="symbolic link") as caught:
-        _swap.Swap(options_from_dict(options), docker=docker).run()
+        Swap(options_from_dict(options), docker=docker).run()
     assert caught.value.result["failed_phase"] == "snapshot"
     assert docker.created == [] and not (private / "not-there.sqlite3").exists()
 
@@ -250,4 +248,4 @@ def test_an_env_file_of_gigabytes_is_refused_without_reading_it(tmp_path):
     options = {"app_name": "todo", "image": "greenlight/todo:v1", "app_dir": str(tmp_path / "app"),
                "upstream_file": str(upstream), "env_file": str(env), "check_mode": True}
     with pytest.raises(SwapError, match="todo.env is %d bytes" % (5 * 1024 ** 3)):
-        _swap.Swap(options_from_dict(options), docker=RecordingDocker()).run()
+        Swap(options_from_dict(options), docker=RecordingDocker()).run()

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.greenlight.deploy.plugins.module_utils import _swap
-from ansible_collections.greenlight.deploy.plugins.module_utils._docker_api import DockerError
-from ansible_collections.greenlight.deploy.plugins.module_utils._swap import SwapError, options_from_dict
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine import audit, phases_release, redact
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.docker_api import DockerError
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.errors import SwapError
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.options import options_from_dict
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.swap import Swap
 
 from test_proxy_switch import IMAGE_V1, RecordingDocker, _free_port, _options, _web
 
@@ -44,7 +46,7 @@ def leaky_port() -> t.Iterator[int]:
     server.server_close()
 
 
-def _swap_with_secret(tmp_path: Path, **extra: t.Any) -> tuple[_swap.Swap, RecordingDocker, Path]:
+def _swap_with_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **extra: t.Any) -> tuple[Swap, RecordingDocker, Path]:
     app = tmp_path / "app"
     app.mkdir()
     env_file = app / "todo.env"
@@ -54,8 +56,8 @@ def _swap_with_secret(tmp_path: Path, **extra: t.Any) -> tuple[_swap.Swap, Recor
     values = _options(tmp_path, [old_port, new_port], ["true"], env_file=str(env_file), **extra)
     (tmp_path / "todo-upstream.conf").write_text("server 127.0.0.1:%d;\n" % old_port)
     docker = RecordingDocker([_web("v1", IMAGE_V1, old_port, values)], {})
-    swap = _swap.Swap(options_from_dict(values), docker=docker)
-    swap._health = lambda container_id, port: {"status": 200, "release": "v2"}
+    swap = Swap(options_from_dict(values), docker=docker)
+    monkeypatch.setattr(phases_release, "wait_healthy", lambda run, container_id, port: {"status": 200, "release": "v2"})
     return swap, docker, app / "releases.jsonl"
 
 
@@ -68,8 +70,8 @@ def _assert_nowhere(caught: pytest.ExceptionInfo, log: Path) -> None:
     assert "[redacted DJANGO_SECRET_KEY]" in json.loads(log.read_text().splitlines()[-1])["error"]
 
 
-def test_x_release_echoing_the_secret_during_verify_is_redacted(tmp_path, leaky_port):
-    swap, _docker, log = _swap_with_secret(tmp_path, proxy_verify_url="http://127.0.0.1:%d/health" % leaky_port,
+def test_x_release_echoing_the_secret_during_verify_is_redacted(tmp_path, leaky_port, monkeypatch):
+    swap, _docker, log = _swap_with_secret(tmp_path, monkeypatch, proxy_verify_url="http://127.0.0.1:%d/health" % leaky_port,
                                            proxy_verify_timeout=0.5)
     with pytest.raises(SwapError) as caught:
         swap.run()
@@ -77,8 +79,8 @@ def test_x_release_echoing_the_secret_during_verify_is_redacted(tmp_path, leaky_
     _assert_nowhere(caught, log)
 
 
-def test_a_docker_error_carrying_the_secret_is_redacted(tmp_path):
-    swap, docker, log = _swap_with_secret(tmp_path)
+def test_a_docker_error_carrying_the_secret_is_redacted(tmp_path, monkeypatch):
+    swap, docker, log = _swap_with_secret(tmp_path, monkeypatch)
 
     def create_container(name, config):
         raise DockerError("invalid environment variable: DJANGO_SECRET_KEY=%s" % CANARY, 400)
@@ -91,7 +93,7 @@ def test_a_docker_error_carrying_the_secret_is_redacted(tmp_path):
 
 
 def test_audit_record_redacts_the_free_text(tmp_path):
-    record = _swap.audit_record({"error": "x %s y" % CANARY, "failed_phase": "health",
+    record = audit.audit_record({"error": "x %s y" % CANARY, "failed_phase": "health",
                                  "pre_switch_output": ["migrating\n%s" % CANARY]}, "todo", {"user": "deploy"},
                                 ["DJANGO_SECRET_KEY=%s" % CANARY])
     assert CANARY not in json.dumps(record)
@@ -108,13 +110,13 @@ def test_identifiers_that_hold_an_env_value_are_kept():
               "snapshot": "/opt/shop/backups/shop-20261129T000000Z-before-v2-prod.sqlite3",
               "proxy_verified": {"url": "http://127.0.0.1/health", "release": "v2-prod"},
               "error": "boom %s in shop" % CANARY, "failed_phase": "health"}
-    record = _swap.audit_record(result, "shop", {"user": "deploy", "by": "prod-ci"}, env)
+    record = audit.audit_record(result, "shop", {"user": "deploy", "by": "prod-ci"}, env)
     for key in ("release", "previous_release", "image", "container_name", "snapshot"):
         assert record[key] == result[key], key
     assert record["app"] == "shop" and record["actor"]["by"] == "prod-ci"
     assert record["error"] == "boom [redacted DJANGO_SECRET_KEY] in [redacted APP_NAME]"
-    clean = _swap.redact_free_text(result, env)
+    clean = redact.redact_free_text(result, env)
     assert clean["health_release"] == "v2-prod" and clean["proxy_verified"]["release"] == "v2-prod"
     # An answered release that is not the expected one is the app's text: redacted.
-    other = _swap.redact_free_text(dict(result, health_release=CANARY), env)
+    other = redact.redact_free_text(dict(result, health_release=CANARY), env)
     assert other["health_release"] == "[redacted DJANGO_SECRET_KEY]"

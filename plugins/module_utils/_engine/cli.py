@@ -1,0 +1,326 @@
+# Copyright (c) 2026 greenlight.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+
+"""The server-side front end of the swap engine: the command behind ``/opt/<app>/deploy.sh``.
+
+Standard library only. The role ``greenlight.deploy.deploy_script`` copies the engine package
+(``plugins/module_utils/_engine/``) into ``/opt/<app>/lib/greenlight/``
+and renders the engine options into ``deploy.json`` beside them from the same variables that
+``playbooks/deploy.yaml`` passes to the ``container_swap`` module, so a deploy by hand over SSH and
+a deploy from CI do exactly the same thing. Usage::
+
+    deploy.sh <tag | sha256:<digest> | registry/repo:tag>   # pull, then swap
+    deploy.sh rollback [RELEASE] [--restore-database]
+    deploy.sh status
+    deploy.sh restore-database RELEASE                     # used by rollback.yaml
+
+Everything that decides or changes what serves lives in ``swap.run_swap``; this file parses
+arguments, pulls the image with ``docker pull`` (the root-owned registry login that
+``registry_login`` made, so the engine never sees a registry password) and prints the result.
+
+Root runs this through a sudo rule that lets the deploy user pass any arguments, so nothing the
+caller passes or can write chooses what root runs or where it writes: the configuration path is
+fixed by the root-owned ``deploy.sh`` (``main(argv, config_path=...)``; no option names a file,
+no option may be abbreviated), ``deploy.json`` and the Docker client directory must be changeable
+by root only, and the files in the deploy user's app directory (``releases.jsonl``,
+``deploy.lock``, ``backups/``) are never followed through a symlink.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import socket
+import sys
+import time
+import typing as t
+
+from . import state
+from .audit import append_jsonl, current_actor, utc_now
+from .cli_config import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, PROG, CliError, _err, _out, image_reference, load_config,
+                         pull, read_options, read_records, snapshot_before_leaving, snapshot_in_backups)
+from .docker_api import DockerClient, DockerError
+from .errors import OptionsError, SwapError, UnsafePathError
+from .lock import DeployLock
+from .options import options_from_dict
+from .sqlite import sqlite_restore, sqlite_snapshot
+from .swap import run_swap
+
+
+def live_release_of(opts: t.Any) -> t.Optional[str]:
+    """The release live now (state.py, the one reader)."""
+    try:
+        return state.read_state(DockerClient(opts.docker_socket), opts.app_name, opts.upstream_file).live_release
+    except DockerError as exc:
+        raise CliError("cannot read the containers: %s" % exc, EXIT_FAILED)
+
+
+def _phase_logger(verbose: bool) -> t.Callable[[str], None]:
+    def log(message: str) -> None:
+        if verbose:
+            _err("%s: %s" % (PROG, message))
+    return log
+
+
+def _describe_result(result: dict[str, t.Any], check: bool) -> list[str]:
+    phases = result.get("phases") or {}
+    total = sum(v for v in phases.values() if isinstance(v, (int, float)))
+    verb = "would put" if check else "put"
+    if not result.get("changed"):
+        lines = ["%s: release %s is already live with this image and configuration; nothing changed"
+                 % (PROG, result.get("release"))]
+    else:
+        lines = ["%s: %s release %s live (%s; previous release %s)"
+                 % (PROG, verb, result.get("release"), result.get("swap_action") or result.get("action"),
+                    result.get("previous_release") or "none")]
+    lines.append("  image:   %s" % (result.get("image_digest") or result.get("image")))
+    if result.get("live_port"):
+        lines.append("  serving: 127.0.0.1:%s (%s)" % (result.get("live_port"), result.get("container_name") or "-"))
+    if check and result.get("actions"):
+        lines.append("  steps:")
+        lines.extend("    - %s" % step for step in result["actions"])
+    if phases:
+        lines.append("  phases:  %s (total %.1fs)" % (", ".join("%s %.2fs" % (k, v) for k, v in phases.items()),
+                                                       total))
+    return lines
+
+
+def _run(options: dict[str, t.Any], args: argparse.Namespace) -> int:
+    try:
+        result = run_swap(options, log=_phase_logger(not args.json))
+    except SwapError as exc:
+        if args.json:
+            _out(json.dumps(dict(exc.result, failed=True, msg=str(exc)), sort_keys=True, default=str))
+        _err("%s: FAILED: %s" % (PROG, exc))
+        return EXIT_FAILED
+    if args.json:
+        _out(json.dumps(result, sort_keys=True, default=str))
+    else:
+        for line in _describe_result(result, options.get("check_mode", False)):
+            _out(line)
+    return EXIT_OK
+
+
+def cmd_deploy(config: dict[str, t.Any], args: argparse.Namespace) -> int:
+    reference = image_reference(args.image, config.get("image_repository"))
+    options = dict(config["swap"], image=reference, mode="deploy", check_mode=args.check,
+                   actor=args.actor or os.environ.get("GREENLIGHT_DEPLOY_ACTOR") or "deploy.sh")
+    if args.release:
+        options["release"] = args.release
+    try:
+        options_from_dict(dict(options))  # bad options fail here, before the pull
+    except SwapError as exc:
+        raise CliError(str(exc))
+    if args.check:
+        try:
+            DockerClient(options.get("docker_socket") or "/var/run/docker.sock").inspect_image(reference)
+        except DockerError:
+            _out("%s: would pull %s and put it live (the image is not on this server yet, so the steps "
+                 "cannot be predicted)" % (PROG, reference))
+            return EXIT_OK
+    elif not args.no_pull:
+        pull(reference, config)
+    return _run(options, args)
+
+
+def cmd_rollback(config: dict[str, t.Any], args: argparse.Namespace) -> int:
+    options = dict(config["swap"], mode="rollback", check_mode=args.check,
+                   actor=args.actor or os.environ.get("GREENLIGHT_DEPLOY_ACTOR") or "deploy.sh rollback")
+    if args.release:
+        options["rollback_release"] = args.release
+    code = _run(options, args)
+    if code != EXIT_OK or not args.restore_database or args.check:
+        return code
+    target = args.release
+    if not target:
+        target = live_release_of(read_options(config))
+    return _restore(config, target, args)
+
+
+def cmd_restore_database(config: dict[str, t.Any], args: argparse.Namespace) -> int:
+    return _restore(config, args.release, args)
+
+
+def _restore(config: dict[str, t.Any], release: str | None, args: argparse.Namespace) -> int:
+    """Put back the snapshot taken just before `release` was replaced (writes since are lost)."""
+    opts = read_options(config)
+    if not opts.sqlite_path:
+        raise CliError("no sqlite_path is configured, so there is no database snapshot to restore")
+    live_release = live_release_of(opts)
+    if not release or live_release != release:
+        raise CliError("refusing to restore the database: release %s must be live first (live: %s); "
+                       "run `deploy.sh rollback %s` before" % (release, live_release, release or "<release>"))
+    record = snapshot_before_leaving(read_records(opts.releases_log), release)
+    if not record:
+        raise CliError("%s has no snapshot taken when release %s was replaced; nothing restored"
+                       % (opts.releases_log, release), EXIT_FAILED)
+    snapshot = snapshot_in_backups(record["snapshot"], opts.backups_dir)
+    # The deploy user can write releases.jsonl: restore only a snapshot the engine names and keeps.
+    name = os.path.basename(snapshot) if isinstance(snapshot, str) else ""
+    if not name.startswith(opts.app_name + "-") or not name.endswith(".sqlite3") \
+            or os.path.normpath(os.path.dirname(snapshot)) != os.path.normpath(opts.backups_dir):
+        raise CliError("%s names %r, which is not a snapshot in %s; nothing restored (check who edited the log)"
+                       % (opts.releases_log, snapshot, opts.backups_dir), EXIT_FAILED)
+    if not os.path.exists(snapshot):
+        raise CliError("snapshot %s (taken before release %s) is gone (pruned, backups_to_keep=%d); nothing "
+                       "restored" % (snapshot, record.get("release"), opts.backups_to_keep), EXIT_FAILED)
+    actor = current_actor(args.actor or os.environ.get("GREENLIGHT_DEPLOY_ACTOR") or "restore-database")
+    lock = DeployLock(opts.lock_file, dict(actor, app=opts.app_name, release=release, action="restore-database",
+                                           since=utc_now(), phase="restore"))
+    outcome: dict[str, t.Any] = {"action": "restore-database", "changed": False, "release": release,
+                                 "snapshot": snapshot, "replaced_by": record.get("release")}
+    if args.check:
+        _out("%s: would restore %s into %s (the database as release %s left it, before release %s migrated); "
+             "writes made since are lost" % (PROG, snapshot, opts.sqlite_path, release, record.get("release")))
+        return EXIT_OK
+    started = time.monotonic()
+    lock.acquire(opts.lock_timeout)
+    try:
+        if os.path.lexists(opts.sqlite_path):  # a dangling link is refused by the snapshot, not skipped
+            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+            safety = os.path.join(opts.backups_dir, "%s-%s-before-restore.sqlite3" % (opts.app_name, stamp))
+            sqlite_snapshot(opts.sqlite_path, safety)
+            outcome["safety_snapshot"] = safety
+        sqlite_restore(snapshot, opts.sqlite_path)
+        outcome.update({"changed": True, "phases": {"restore": round(time.monotonic() - started, 3)}})
+        record_line = {"time": utc_now(), "app": opts.app_name, "actor": actor, "result": "ok"}
+        record_line.update(outcome)
+        append_jsonl(opts.releases_log, record_line)
+    finally:
+        lock.release()
+    if args.json:
+        _out(json.dumps(outcome, sort_keys=True))
+    else:
+        _out("%s: restored the database %s from %s (as release %s left it before release %s migrated); "
+             "the state before the restore is kept in %s"
+             % (PROG, opts.sqlite_path, snapshot, release, outcome.get("replaced_by"),
+                outcome.get("safety_snapshot", "-")))
+    return EXIT_OK
+
+
+def cmd_status(config: dict[str, t.Any], args: argparse.Namespace) -> int:
+    opts = read_options(config)
+    try:
+        status = state.status(opts, socket.gethostname(), config.get("image_repository"), args.last)
+    except DockerError as exc:
+        raise CliError("cannot read the containers: %s" % exc, EXIT_FAILED)
+    except UnsafePathError as exc:
+        raise CliError("refusing to read the server's state: %s" % exc, EXIT_FAILED)
+    holder, records, port = status["lock"], status["last_records"], status["upstream_port"]
+    if args.json:
+        _out(json.dumps(status, sort_keys=True, default=str))
+        return EXIT_OK
+    if status["live"]:
+        info = status["live"]
+        _out("%s on %s: release %s is live (%s, 127.0.0.1:%s, image %s)"
+             % (opts.app_name, status["host"], info["release"], info["container"], port, info["image"]))
+    else:
+        _out("%s on %s: no release is live (upstream port %s)" % (opts.app_name, status["host"], port))
+    for kept in status["kept"]:
+        _out("  kept:  %s (%s, %s)" % (kept["release"], kept["container"], kept["state"]))
+    _out("  lock:  %s" % ("free" if not holder else "held by pid %s (%s), %s of %s, phase %s, since %s"
+                          % (holder.get("pid"), holder.get("user"), holder.get("action"), holder.get("release"),
+                             holder.get("phase"), holder.get("since"))))
+    _out("  log:   %s (last %d records)" % (opts.releases_log, len(records)))
+    for record in records:
+        _out("    %s %-16s %-6s %s (previous %s)%s"
+             % (record.get("time"), record.get("action"), record.get("result"), record.get("release"),
+                record.get("previous_release"),
+                " failed in %s" % record.get("failed_phase") if record.get("failed_phase") else ""))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------
+COMMANDS = ("deploy", "rollback", "status", "restore-database")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """No option names a file and none may be abbreviated: root runs this for the deploy user
+    (sudo), with the configuration deploy.sh fixes."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, allow_abbrev=False,
+        description="Deploy, roll back or inspect this server's app with the greenlight swap engine "
+                    "(the same engine as the greenlight.deploy.container_swap module).",
+        epilog="Examples: deploy.sh 3f2c1ab | deploy.sh sha256:<digest> | deploy.sh rollback | "
+               "deploy.sh rollback v1 | deploy.sh status")
+    sub = parser.add_subparsers(dest="command", metavar="{deploy,rollback,status,restore-database}")
+
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    common.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    common.add_argument("--actor", help="free text recorded in releases.jsonl (default: $GREENLIGHT_DEPLOY_ACTOR)")
+
+    deploy = sub.add_parser("deploy", parents=[common], allow_abbrev=False, help="pull an image and put it live")
+    deploy.add_argument("image", help="tag, sha256:<digest>, or a full image reference")
+    deploy.add_argument("--release", help="release id to record (default: the tag, or 12 digits of the digest)")
+    deploy.add_argument("--check", action="store_true", help="say what would change, change nothing")
+    deploy.add_argument("--no-pull", action="store_true", help="use the image already on the server")
+
+    rollback = sub.add_parser("rollback", parents=[common], allow_abbrev=False,
+                              help="put a kept earlier release live again")
+    rollback.add_argument("release", nargs="?", help="release id (default: the previous release)")
+    rollback.add_argument("--restore-database", action="store_true",
+                          help="afterwards restore the database snapshot taken when that release was replaced "
+                               "(writes made since are LOST)")
+    rollback.add_argument("--check", action="store_true", help="say what would change, change nothing")
+
+    status = sub.add_parser("status", parents=[common], allow_abbrev=False,
+                            help="live release, kept releases, lock, last records")
+    status.add_argument("--last", type=int, default=5, help="number of releases.jsonl records to show")
+
+    restore = sub.add_parser("restore-database", parents=[common], allow_abbrev=False,
+                             help="restore the snapshot taken when RELEASE was replaced (RELEASE must be live)")
+    restore.add_argument("release")
+    restore.add_argument("--check", action="store_true", help="say what would be restored, change nothing")
+    return parser
+
+
+def main(argv: t.Sequence[str] | None = None, config_path: str | None = None) -> int:
+    """deploy.sh's entry point. `config_path` is deploy.json, fixed by the root-owned deploy.sh
+    that calls this; no argument can name another one."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not config_path:
+        _err("%s: run %s through the deploy.sh that greenlight.deploy.deploy_script installed "
+             "(it fixes the configuration file)" % (PROG, PROG))
+        return EXIT_USAGE
+    # `deploy.sh v2 --check` is short for `deploy.sh deploy v2 --check` (options may come first).
+    words = [a for a in argv if not a.startswith("-")]
+    if words and words[0] not in COMMANDS and "-h" not in argv and "--help" not in argv:
+        argv = ["deploy"] + argv
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors and --help
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if not args.command:
+        parser.print_usage(sys.stderr)
+        _err("%s: name an image tag or digest to deploy, or rollback / status" % PROG)
+        return EXIT_USAGE
+    handlers = {"deploy": cmd_deploy, "rollback": cmd_rollback, "status": cmd_status,
+                "restore-database": cmd_restore_database}
+    try:
+        config = load_config(config_path)
+        return handlers[args.command](config, args)
+    except CliError as exc:
+        _err("%s: %s" % (PROG, exc))
+        return exc.code
+    except OptionsError as exc:
+        _err("%s: %s" % (PROG, exc))
+        return EXIT_USAGE
+    except SwapError as exc:  # e.g. the deploy lock is held by another deploy
+        _err("%s: %s" % (PROG, exc))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _err("%s: interrupted; the deploy lock is freed by the kernel, re-run to converge" % PROG)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())  # refuses: only deploy.sh knows the configuration file

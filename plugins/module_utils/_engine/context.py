@@ -1,0 +1,83 @@
+# Copyright (c) 2026 greenlight.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+
+"""One run of the engine on one server: what every phase reads and leaves behind for the next
+(options, Docker, env, the lock, timings, the result, what was created so a failure can undo it)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import typing as t
+
+from .audit import current_actor
+from .docker_api import DockerClient
+from .envfile import read_env_file
+from .labels import LABEL_APP, SERVICE_WEB, config_hash
+from .lock import DeployLock
+from .options import SwapOptions
+from .result import Result
+
+
+class Run:
+    """The shared state of one run. Phases are functions of (run, plan)."""
+
+    def __init__(self, opts: SwapOptions, docker: t.Optional[t.Any] = None,
+                 log: t.Optional[t.Callable[[str], None]] = None) -> None:
+        self.opts = opts
+        self.docker = docker or DockerClient(opts.docker_socket)
+        self.log = log or (lambda message: None)
+        self.actor = current_actor(opts.actor)
+        self.phases: dict[str, float] = {}
+        self.phase = "plan"
+        self.lock: t.Optional[DeployLock] = None
+        self.result = Result(self.actor)
+        self.env: list[str] = []
+        self.env_sha256: t.Optional[str] = None
+        self.plan: t.Optional[t.Any] = None  # the latest Plan (plan.py)
+        # What this run created or did, so a failure knows what to undo (failure.py).
+        self.new_container: t.Optional[str] = None
+        self.one_off: list[str] = []
+        self.snapshot: t.Optional[str] = None
+        self.pre_switch_started = False
+        self.switched = False  # traffic is on the new container now
+        self.ever_switched = False  # it was at some point (the new release may have written data)
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+    def enter(self, phase: str) -> float:
+        self.phase = phase
+        self.log("phase %s" % phase)
+        if self.lock:
+            self.lock.update(phase=phase)
+        return time.monotonic()
+
+    def leave(self, phase: str, started: float) -> None:
+        self.phases[phase] = round(self.phases.get(phase, 0.0) + time.monotonic() - started, 3)
+
+    @contextlib.contextmanager
+    def timed(self, phase: str) -> t.Iterator[None]:
+        """Enter `phase` (the lock says so) and add its time to phases when it ends without error."""
+        started = self.enter(phase)
+        yield
+        self.leave(phase, started)
+
+    def release_lock(self) -> None:
+        if self.lock:
+            self.lock.release()
+            self.lock = None
+
+    # -- state ----------------------------------------------------------------------------------
+    def read_env(self) -> None:
+        self.env, self.env_sha256 = read_env_file(self.opts.env_file)
+
+    def containers(self) -> list[dict[str, t.Any]]:
+        return self.docker.list_containers(labels={LABEL_APP: self.opts.app_name})
+
+    def hash(self, image_id: str, service: str, command: t.Any = None) -> str:
+        port = self.opts.container_port if service == SERVICE_WEB else None
+        return config_hash(image_id, service, command, port, self.opts.mounts, self.env_sha256,
+                           self.opts.restart_policy, self.opts.labels)

@@ -1,0 +1,179 @@
+# Copyright (c) 2026 greenlight.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+
+"""The swap: put one image live on one server with zero downtime (:func:`run_swap`).
+
+The Ansible module ``container_swap`` and ``deploy.sh`` (cli.py) are both thin front ends over
+:func:`run_swap`. Phases, one call per server per deploy (see docs/container_swap.md):
+
+  plan -> lock -> cleanup                               phases_prepare.py (plan.py)
+  -> snapshot -> pre_switch -> static -> start -> health  phases_release.py
+  -> switch -> drain -> stop_old                        phases_traffic.py (drain.py)
+  -> services -> prune -> record                        phases_finish.py
+  any failure                                           failure.py
+"""
+
+from __future__ import annotations
+
+import http.client
+import typing as t
+
+from . import phases_finish, phases_prepare, phases_release, phases_traffic
+from .audit import append_jsonl, audit_record
+from .context import Run
+from .docker_api import DockerError
+from .errors import OptionsError, SwapError
+from .failure import fail
+from .http_probe import fetch_release
+from .options import SwapOptions, options_from_dict
+from .paths import check_mount_sources
+from .plan import Plan, describe, make_plan, predict
+from .prepare import run_prepare
+from .redact import redact, redact_free_text
+from .result import Result, success_message, success_state
+from .state import UNKNOWN, live_release
+
+PHASES = ("plan", "lock", "cleanup", "snapshot", "pre_switch", "static", "start", "health", "switch", "drain",
+          "stop_old", "services", "prune", "record")
+
+
+class Swap:
+    """One swap on one server. Use :func:`run_swap`."""
+
+    def __init__(self, opts: SwapOptions, docker: t.Optional[t.Any] = None,
+                 log: t.Optional[t.Callable[[str], None]] = None) -> None:
+        self.ctx = Run(opts, docker=docker, log=log)
+
+    def run(self) -> dict[str, t.Any]:
+        ctx, opts, result = self.ctx, self.ctx.opts, self.ctx.result
+        plan = self._plan()
+        result.set(diff={"before": describe(ctx, plan, False), "after": describe(ctx, plan, True)})
+        if not plan.changed:
+            result.set(actions=[], phases=ctx.phases)
+            self._proxy_check()
+            return self._final()
+        result.set(changed=True, actions=predict(opts, plan))
+        if opts.check_mode:
+            result.set(phases=ctx.phases)
+            return self._final()
+        try:
+            self._locked(plan)
+        except BaseException as exc:
+            fail(ctx, exc)
+            cause = exc if isinstance(exc, Exception) else None
+            raise SwapError(result["msg"], self._final(failure=result["msg"])) from cause
+        self._proxy_check()
+        result.set(**redact_free_text(result.data, ctx.env))  # e.g. an X-Release the app chose
+        return self._final()
+
+    def _locked(self, plan: Plan) -> None:
+        """The phases that change the server, under the deploy lock."""
+        ctx, opts, result = self.ctx, self.ctx.opts, self.ctx.result
+        plan = phases_prepare.lock(ctx, plan)
+        if not plan.changed:  # another deploy did it while we waited
+            result.set(changed=False, actions=[], phases=ctx.phases,
+                       diff={"before": describe(ctx, plan, False), "after": describe(ctx, plan, False)})
+            ctx.release_lock()
+            return
+        check_mount_sources(opts.mounts)  # before the snapshot reads under a mount, before any container
+        with ctx.timed("cleanup"):
+            cleaned = phases_prepare.cleanup(ctx, plan)
+        if cleaned or result.get("adopted"):
+            if cleaned:
+                result.set(cleaned=cleaned)
+            plan = self._replan()  # the leftovers are gone: decide again
+        result.set(action=plan.action)
+        if plan.web_change:
+            for phase, wanted in (("snapshot", opts.sqlite_path), ("pre_switch", opts.pre_switch_commands),
+                                  ("static", opts.static_source), ("start", True)):
+                if wanted:
+                    with ctx.timed(phase):
+                        getattr(phases_release, phase)(ctx, plan)
+            with ctx.timed("health"):
+                health = phases_release.health(ctx, plan)
+            with ctx.timed("switch"):
+                phases_traffic.switch(ctx, plan, health)
+            if plan.live:
+                with ctx.timed("drain"):
+                    phases_traffic.drain(ctx, plan)
+                with ctx.timed("stop_old"):
+                    phases_traffic.stop_old(ctx, plan)
+        else:
+            result.serving(plan.live, plan.live_port)
+        with ctx.timed("services"):
+            result.set(services=phases_finish.services(ctx, plan))
+        with ctx.timed("prune"):
+            result.set(pruned=phases_finish.prune(ctx, result.get("container_id"), plan.release))
+        phases_finish.record(ctx, plan)
+        ctx.release_lock()
+
+    # -- around the phases ------------------------------------------------------------------------
+    def _plan(self) -> Plan:
+        """The plan phase; a failure here changed nothing (recorded unless in check mode)."""
+        ctx, opts, result = self.ctx, self.ctx.opts, self.ctx.result
+        try:
+            with ctx.timed("plan"):
+                return self._replan()
+        except (SwapError, DockerError) as exc:
+            result.set(failed_phase="plan", error=redact(str(exc), ctx.env), phases=ctx.phases,
+                       action="rollback" if opts.mode == "rollback" else "deploy",
+                       release=opts.release or opts.rollback_release, image=opts.image)
+            message = "%s of %s failed in phase plan on %s (nothing was changed): %s" % (
+                result["action"], opts.app_name, ctx.actor["host"], result["error"])
+            if not opts.check_mode:
+                try:
+                    append_jsonl(opts.releases_log, audit_record(result.data, opts.app_name, ctx.actor, ctx.env))
+                except OSError as log_error:
+                    message += " (could not write %s: %s)" % (opts.releases_log, log_error)
+            raise SwapError(message, self._final(failure=message))
+
+    def _replan(self) -> Plan:
+        plan = self.ctx.plan = make_plan(self.ctx)
+        self.ctx.result.from_plan(plan)
+        return plan
+
+    def _proxy_check(self) -> None:
+        """When nothing verified the proxy in this run (no web swap), ask it once whether it
+        answers, so callers need no smoke check of their own: result proxy_verified. A failed
+        check changes nothing and fails nothing here; proxy_verified is then absent."""
+        opts, result = self.ctx.opts, self.ctx.result
+        if opts.check_mode or not opts.proxy_verify_url or "proxy_verified" in result:
+            return
+        try:
+            status, release = fetch_release(opts.proxy_verify_url, timeout=min(5.0, opts.proxy_verify_timeout))
+        except (OSError, http.client.HTTPException, ValueError):
+            return
+        if status in opts.health_statuses:
+            result.set(proxy_verified={"url": opts.proxy_verify_url, "status": status, "release": release,
+                                       "attempts": 1})
+
+    def _final(self, failure: t.Optional[str] = None) -> dict[str, t.Any]:
+        """The result with switched, live_release (read from the server now) and outcome."""
+        ctx, opts, result = self.ctx, self.ctx.opts, self.ctx.result
+        live = UNKNOWN if result.get("proxy_uncertain") else live_release(ctx.docker, opts.app_name,
+                                                                           opts.upstream_file)
+        if failure is not None:
+            return result.final("failed", live, ctx.switched, failure)
+        return result.final(success_state(result.data, opts.check_mode), live, ctx.switched,
+                            success_message(result.data, ctx.actor["host"], opts.check_mode, live))
+
+
+def run_swap(options: t.Union[dict, SwapOptions], docker: t.Optional[t.Any] = None,
+             log: t.Optional[t.Callable[[str], None]] = None) -> dict[str, t.Any]:
+    """Run one swap. Returns the result dict; raises SwapError (with `.result`) on failure."""
+    try:
+        try:
+            opts = options_from_dict(options)
+        except TypeError as exc:
+            raise OptionsError("invalid options: %s" % exc)
+    except OptionsError as exc:  # nothing was read or changed: the outcome says so
+        exc.result = Result({}).final("failed", UNKNOWN, False, str(exc))
+        exc.result["outcome"]["phase"] = exc.result["failed_phase"] = "options"
+        raise
+    if opts.mode == "prepare":
+        return run_prepare(Run(opts, docker=docker, log=log))
+    return Swap(opts, docker=docker, log=log).run()
