@@ -5,12 +5,12 @@ What it does (details and the latest figures: docs/benchmarks.md, which it rewri
 
 1. starts glbench-1 .. glbench-6 (greenlight/server-docker: systemd, own Docker engine) on the
    test bed network; glbench-1's nginx is published on 127.0.0.1 for the load generator;
-2. setup.yaml on all six (bench/inventory, connection community.docker.docker), then deploy.yaml
+2. setup.yml on all six (bench/inventory, connection community.docker.docker), then deploy.yml
    puts v1 live everywhere and v2 is pulled in advance (every timed deploy finds its image present);
 3. greenlight under load: 200 req/s through glbench-1's nginx (half keep-alive, half new
-   connections) from before `deploy.yaml` (v1 -> v2) starts until after it ends; then a no-op
+   connections) from before `deploy.yml` (v1 -> v2) starts until after it ends; then a no-op
    re-deploy and a rollback (also under load);
-4. fleet: deploy.yaml v1 -> v2 on 1, 3 and 6 servers in one run each (rolled back in between);
+4. fleet: deploy.yml v1 -> v2 on 1, 3 and 6 servers in one run each (rolled back in between);
 5. baseline: bench/naive-deploy.sh (docker pull; stop; rm; run --env-file; exec migrate; cp
    static) on glbench-1 behind the same nginx (its upstream pointed at the naive container's fixed
    port), v1 -> v2 under the same load;
@@ -118,7 +118,7 @@ class Bench:
 
     def playbook(self, label: str, playbook: str, *extra: str, check: bool = True) -> dict[str, t.Any]:
         """Run one ansible-playbook; return wall time, rc, the recap, the slowest tasks and the
-        per-server summary deploy.yaml/rollback.yaml print (state, phases). Not with
+        per-server summary deploy.yml/rollback.yml print (state, phases). Not with
         greenlight_deploy_summary_file: writing that file costs a task and counts as a change."""
         log_file = self.results_dir / ("%s.log" % label)
         argv = ["ansible-playbook", str(REPO / "playbooks" / playbook), "-i", str(HERE / "inventory"), *extra]
@@ -157,11 +157,11 @@ class Bench:
                 "log": str(log_file.relative_to(REPO))}
 
     def deploy(self, label: str, tag: str, hosts: str) -> dict[str, t.Any]:
-        return self.playbook(label, "deploy.yaml", "-e", "app_image_tag=%s" % tag,
+        return self.playbook(label, "deploy.yml", "-e", "app_image_tag=%s" % tag,
                              "-e", "greenlight_deploy_hosts=%s" % hosts)
 
     def rollback(self, label: str, hosts: str) -> dict[str, t.Any]:
-        return self.playbook(label, "rollback.yaml", "-e", "greenlight_deploy_hosts=%s" % hosts)
+        return self.playbook(label, "rollback.yml", "-e", "greenlight_deploy_hosts=%s" % hosts)
 
     def release_via_nginx(self) -> t.Optional[str]:
         import http.client
@@ -266,7 +266,7 @@ class Bench:
             % (self.figures["start_servers_s"], self.port))
 
     def prepare(self) -> None:
-        self.figures["setup"] = self.playbook("setup-6-servers", "setup.yaml")
+        self.figures["setup"] = self.playbook("setup-6-servers", "setup.yml")
         self.figures["first_deploy"] = self.deploy("deploy-v1-6-servers", "v1", "staging")
         # Every timed deploy below finds its image on the server (docker pull only checks the tag).
         started = time.monotonic()
@@ -391,7 +391,7 @@ class Bench:
 
 
 def parse_summary(stdout: str) -> dict[str, dict[str, t.Any]]:
-    """Per server, the state and phase timings from the summary deploy.yaml/rollback.yaml print:
+    """Per server, the state and phase timings from the summary deploy.yml/rollback.yml print:
     "- glbench-1: DEPLOYED | live: v2 | previous: v1" ... "phases: pull 0.13s, plan 0.01s, ..."."""
     found: dict[str, dict[str, t.Any]] = {}
     host = None
@@ -491,7 +491,7 @@ def table(f: dict[str, t.Any]) -> tuple[list[list[str]], list[str]]:
         verdicts.append(
             "The same v1 -> v2 through deploy.sh on the server, reached like the naive script (one command, no "
             "Ansible): %.1f s against the naive script's %.1f s (%.2fx); its no-op %.1f s. The difference to "
-            "deploy.yaml's %.1f s is what ansible-playbook costs; the difference to the naive script is what the "
+            "deploy.yml's %.1f s is what ansible-playbook costs; the difference to the naive script is what the "
             "engine waits for that the script skips (migrate in a one-off container before the switch, health "
             "gate, verify through nginx, drain, graceful stop)." % (
                 sh_seconds, quiet_n, sh_ratio, f["deploy_sh_noop"]["seconds"], quiet_g))
@@ -639,7 +639,7 @@ def render_results(f: dict[str, t.Any], rows: list[list[str]], verdicts: list[st
     ]
     for row in rows[1:]:
         lines.append("| " + " | ".join(cell.replace("|", "/") for cell in row) + " |")
-    lines += ["", "Preparation (not a benchmark): 6 server containers started in %.0f s, setup.yaml on all six in "
+    lines += ["", "Preparation (not a benchmark): 6 server containers started in %.0f s, setup.yml on all six in "
               "%.0f s, first deploy of v1 (with the image pull) in %.0f s." % (
                   f["start_servers_s"], f["setup"]["seconds"], f["first_deploy"]["seconds"]), ""]
     lines += ["- %s" % verdict for verdict in verdicts]

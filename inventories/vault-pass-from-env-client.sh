@@ -3,7 +3,7 @@
 # password file is ever written. Because the name ends in "-client", Ansible runs it with
 # `--vault-id <id>` and reads the password from stdout:
 #   GREENLIGHT_VAULT_PASSWORD_STAGING=... \
-#     ansible-playbook playbooks/setup.yaml -i inventories/staging \
+#     ansible-playbook playbooks/setup.yml -i inventories/staging \
 #     --vault-id staging@inventories/vault-pass-from-env-client.sh
 # Looks up GREENLIGHT_VAULT_PASSWORD_<ID> (id upper-cased, "-" and "." as "_"), then
 # GREENLIGHT_VAULT_PASSWORD. See docs/secrets.md.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the whole story against a local "server" container (systemd + its own Docker
 # engine, on the test bed network beside the TLS registry):
-#   setup.yaml (Docker, deploy user, env file from the demo vault, registry login, nginx, deploy.sh)
+#   setup.yml (Docker, deploy user, env file from the demo vault, registry login, nginx, deploy.sh)
 #   -> deploy v1 -> deploy v2 while a client keeps requesting the page (and counts failures)
 #   -> rollback to v1 -> where to look.
 # Idempotent: a second run reuses the container and setup, and v1 is already live.
@@ -39,7 +39,7 @@ run() {
   say "$label: done in $(( $(date +%s) - started ))s (log: $log)"
 }
 
-summary() {  # one line per server from the JSON summary deploy.yaml/rollback.yaml wrote
+summary() {  # one line per server from the JSON summary deploy.yml/rollback.yml wrote
   python3 - "$logs/summary.json" <<'EOF'
 import json, sys
 for host, o in json.load(open(sys.argv[1])).items():
@@ -66,12 +66,12 @@ server_wait_docker "$name"
 docker exec "$name" sh -c 'docker rm -f todo >/dev/null 2>&1 || true'
 
 # 2. One-time server setup (idempotent; a second run changes nothing).
-run "setup.yaml" "$logs/setup.log" \
-  ansible-playbook playbooks/setup.yaml -i inventories/demo "${vault[@]}"
+run "setup.yml" "$logs/setup.log" \
+  ansible-playbook playbooks/setup.yml -i inventories/demo "${vault[@]}"
 
 # 3. v1 live (unchanged when a previous demo left it live).
 run "deploy v1" "$logs/deploy-v1.log" \
-  ansible-playbook playbooks/deploy.yaml -i inventories/demo "${vault[@]}" -e app_image_tag=v1
+  ansible-playbook playbooks/deploy.yml -i inventories/demo "${vault[@]}" -e app_image_tag=v1
 summary
 
 # 4. v2 while a client requests the page without pause; every answer must be a 200.
@@ -109,7 +109,7 @@ EOF
 load_pid=$!
 sleep 1
 run "deploy v2" "$logs/deploy-v2.log" \
-  ansible-playbook playbooks/deploy.yaml -i inventories/demo "${vault[@]}" -e app_image_tag=v2
+  ansible-playbook playbooks/deploy.yml -i inventories/demo "${vault[@]}" -e app_image_tag=v2
 sleep 1
 touch "$stop"
 wait "$load_pid"
@@ -120,7 +120,7 @@ say "during the v2 deploy: $total requests to $url/, $failed failed (answers by 
 
 # 5. Back to v1 with the same zero-downtime swap.
 run "rollback" "$logs/rollback.log" \
-  ansible-playbook playbooks/rollback.yaml -i inventories/demo "${vault[@]}"
+  ansible-playbook playbooks/rollback.yml -i inventories/demo "${vault[@]}"
 summary
 
 live=$(curl -sf "$url/health" || true)

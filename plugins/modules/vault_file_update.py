@@ -23,7 +23,7 @@ description:
   - The file is replaced atomically (temporary file beside it, then rename) and keeps its mode.
   - Runs in the controller process; it never connects to the managed host. Use it with C(run_once) so one value is
     written once, not once per host.
-  - Used by C(playbooks/rotate_secrets.yaml); see C(docs/rotation.md).
+  - Used by C(playbooks/rotate_secrets.yml); see C(docs/rotation.md).
 author:
   - greenlight.deploy contributors (@greenlight)
 attributes:
@@ -43,7 +43,7 @@ options:
   path:
     description:
       - Controller path of a whole-file ansible-vault encrypted YAML mapping, for example
-        C(inventories/staging/group_vars/staging/vault.yaml). A symlink is followed and its target rewritten.
+        C(inventories/staging/group_vars/staging/vault.yml). A symlink is followed and its target rewritten.
     type: path
     required: true
   set:
@@ -82,7 +82,7 @@ notes:
 EXAMPLES = r"""
 - name: Put a new Django secret key into the vault, the old one into the fallbacks
   greenlight.deploy.vault_file_update:
-    path: "{{ inventory_dir }}/group_vars/staging/vault.yaml"
+    path: "{{ inventory_dir }}/group_vars/staging/vault.yml"
     set:
       vault_django_secret_key: "{{ new_secret_key }}"
     copy:
@@ -92,14 +92,14 @@ EXAMPLES = r"""
 
 - name: Read a marker and list the keys without changing anything
   greenlight.deploy.vault_file_update:
-    path: "{{ inventory_dir }}/group_vars/staging/vault.yaml"
+    path: "{{ inventory_dir }}/group_vars/staging/vault.yml"
     read: [vault_greenlight_rotation_pending]
   run_once: true
   register: vault_state
 
 - name: Remove the marker
   greenlight.deploy.vault_file_update:
-    path: "{{ inventory_dir }}/group_vars/staging/vault.yaml"
+    path: "{{ inventory_dir }}/group_vars/staging/vault.yml"
     remove: [vault_greenlight_rotation_pending]
   run_once: true
 """

@@ -22,7 +22,7 @@ import yaml
 from gltest import REPO, VENV_BIN, ansible_env
 
 TEMPLATES_DIR = REPO / "ci-templates"
-TEMPLATES = ("woodpecker.yaml", "github-actions.yml", "gitlab-ci.yml")
+TEMPLATES = ("woodpecker.yml", "github-actions.yml", "gitlab-ci.yml")
 DEPLOY_COMMAND = (TEMPLATES_DIR / "deploy-command.txt").read_text(encoding="utf-8").strip()
 PROMOTE_COMMAND = (TEMPLATES_DIR / "promote-command.txt").read_text(encoding="utf-8").strip()
 VAULT_CLIENT = REPO / "inventories" / "vault-pass-from-env-client.sh"
@@ -48,7 +48,7 @@ def shell_lines(name: str) -> list[str]:
             lines.extend(part.strip() for part in node.splitlines() if part.strip())
 
     walk(load(name))
-    if name == "woodpecker.yaml":
+    if name == "woodpecker.yml":
         lines = [line.replace("$$", "$") for line in lines]
     return lines
 
@@ -57,7 +57,7 @@ def jobs_running(name: str, command: str) -> list[tuple[str, dict[str, t.Any]]]:
     """(job or step name, its definition) of the jobs whose shell lines include `command`."""
     doc = load(name)
     found = []
-    if name == "woodpecker.yaml":
+    if name == "woodpecker.yml":
         for step in doc["steps"]:
             if command in [c.strip() for c in step.get("commands", [])]:
                 found.append((step["name"], step))
@@ -86,7 +86,7 @@ def test_template_parses_as_yaml(name: str) -> None:
 
 
 def test_commands_are_one_line_each() -> None:
-    assert DEPLOY_COMMAND.startswith("ansible-playbook playbooks/deploy.yaml ")
+    assert DEPLOY_COMMAND.startswith("ansible-playbook playbooks/deploy.yml ")
     assert "\n" not in DEPLOY_COMMAND and "\n" not in PROMOTE_COMMAND
     assert "app_image_tag=" in DEPLOY_COMMAND
     # Woodpecker pre-processes ${VAR}; the shared command must not contain that form.
@@ -149,7 +149,7 @@ def test_secrets_come_from_the_ci_secret_store(name: str) -> None:
     assert "--vault-password-file" not in text and "--ask-vault" not in text
     lines = shell_lines(name)
     assert any("$DEPLOY_SSH_KEY" in line and "~/.ssh/id_ed25519" in line for line in lines)
-    if name == "woodpecker.yaml":
+    if name == "woodpecker.yml":
         for step in load(name)["steps"]:
             env = step.get("environment", {})
             for key in ("GREENLIGHT_VAULT_PASSWORD_STAGING", "DEPLOY_SSH_KEY", "DEPLOY_KNOWN_HOSTS"):
@@ -167,7 +167,7 @@ def test_deploy_only_from_main(name: str) -> None:
     jobs = jobs_running(name, DEPLOY_COMMAND)
     assert jobs
     for job_name, job in jobs:
-        if name == "woodpecker.yaml":
+        if name == "woodpecker.yml":
             conditions = job["when"]
             assert conditions and all(c.get("branch") == "main" and c.get("event") == "push" for c in conditions), job_name
         elif name == "github-actions.yml":
@@ -182,7 +182,7 @@ def test_image_is_built_and_pushed_with_the_tag_that_is_deployed(name: str) -> N
     lines = shell_lines(name)
     pushes = [line for line in lines if line.startswith("docker push ")]
     assert pushes and all(line.endswith(':$APP_IMAGE_TAG"') for line in pushes), pushes
-    tag_sources = {"woodpecker.yaml": 'export APP_IMAGE_TAG=$(echo "$CI_COMMIT_SHA" | cut -c1-7)',
+    tag_sources = {"woodpecker.yml": 'export APP_IMAGE_TAG=$(echo "$CI_COMMIT_SHA" | cut -c1-7)',
                    "gitlab-ci.yml": 'export APP_IMAGE_TAG="$CI_COMMIT_SHORT_SHA"'}
     if name in tag_sources:
         assert lines.count(tag_sources[name]) >= 2  # the build and the deploy compute the same tag
@@ -198,7 +198,7 @@ def test_production_only_behind_a_manual_gate(name: str) -> None:
     jobs = jobs_running(name, PROMOTE_COMMAND)
     assert len(jobs) == 1
     job_name, job = jobs[0]
-    if name == "woodpecker.yaml":
+    if name == "woodpecker.yml":
         assert all(c.get("event") == "deployment" and c.get("environment") == "production" for c in job["when"])
     elif name == "github-actions.yml":
         assert job["environment"] == "production" and "deploy-staging" in job["needs"]
@@ -215,7 +215,7 @@ def test_vault_password_client_is_executable() -> None:
 def test_vault_password_client_decrypts_with_the_password_from_the_environment(tmp_path) -> None:
     password_file = tmp_path / "pw"
     password_file.write_text("correct horse battery staple\n")
-    encrypted = tmp_path / "vault.yaml"
+    encrypted = tmp_path / "vault.yml"
     encrypted.write_text("vault_canary: hello-from-vault\n")
     env = ansible_env()
     subprocess.run([str(VENV_BIN / "ansible-vault"), "encrypt", "--vault-id", f"staging@{password_file}",

@@ -86,7 +86,7 @@ def outcome(tmp_path_factory) -> dict[str, str]:
                    check=True, capture_output=True)
     try:
         base = tmp_path_factory.mktemp("proxy-inputs")
-        (base / "hosts.yaml").write_text(yaml.safe_dump({"all": {"hosts": {name: {
+        (base / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {name: {
             "ansible_connection": "community.docker.docker", "ansible_python_interpreter": "/usr/bin/python3"}}}}))
         cases = dict(BAD)
         cases.update({"good: " + key: ("proxy_deploy_user", value) for key, value in GOOD.items()})
@@ -97,7 +97,7 @@ def outcome(tmp_path_factory) -> dict[str, str]:
             "delegate_to": "localhost"})
         playbook = [{"name": "Proxy inputs", "hosts": "all", "gather_facts": True, "tasks": tasks}]
         (base / "play.yml").write_text(yaml.safe_dump(playbook, sort_keys=False))
-        proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(base / "hosts.yaml"), str(base / "play.yml")],
+        proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(base / "hosts.yml"), str(base / "play.yml")],
                               cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600, check=False)
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
         results = json.loads((base / "results.json").read_text())

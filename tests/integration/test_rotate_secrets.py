@@ -1,7 +1,7 @@
-"""playbooks/rotate_secrets.yaml end to end against a real server.
+"""playbooks/rotate_secrets.yml end to end against a real server.
 
-The bed: a test-bed server container (systemd + its own Docker engine) set up with setup.yaml and
-serving v1 through deploy.yaml, reached from here through its nginx on a 127.0.0.1 port; a copy of
+The bed: a test-bed server container (systemd + its own Docker engine) set up with setup.yml and
+serving v1 through deploy.yml, reached from here through its nginx on a 127.0.0.1 port; a copy of
 the example staging inventory in a tmp dir (the rotation rewrites its vault file), and an account
 of its own at the test registry (htpasswd entry), so a registry token can really be replaced.
 The bed is made once per test session and shared with test_vault_rekey.py (setup + deploy are the
@@ -119,7 +119,7 @@ class CallbackModule(CallbackBase):
     CALLBACK_NEEDS_ENABLED = True
 
     def _kill_after(self, result):
-        if result._task.get_name().startswith(os.environ["GLTEST_KILL_AFTER_TASK"]):
+        if result._task.name.startswith(os.environ["GLTEST_KILL_AFTER_TASK"]):  # the name without its role
             os.kill(os.getpid(), signal.SIGKILL)
 
     def v2_runner_on_ok(self, result):
@@ -175,7 +175,7 @@ class RotationBed:
         self.name = "glrot-" + secrets.token_hex(3)
         self.port = helpers.free_ports(1)[0]
         self.inventory = base / "inventory"
-        self.vault = self.inventory / "group_vars" / "staging" / "vault.yaml"
+        self.vault = self.inventory / "group_vars" / "staging" / "vault.yml"
         self.password_file = base / "vault-password"
         self.registry_user = self.name
         # Every value that must never show up in output (canaries), whatever test made it.
@@ -186,8 +186,8 @@ class RotationBed:
     def create(self) -> None:
         shutil.copytree(EXAMPLE, self.inventory)
         shutil.copy(EXAMPLE_PASSWORD, self.password_file)
-        (self.inventory / "hosts.yaml").write_text(HOSTS.format(name=self.name))
-        (self.inventory / "group_vars" / "staging" / "vars.yaml").write_text(
+        (self.inventory / "hosts.yml").write_text(HOSTS.format(name=self.name))
+        (self.inventory / "group_vars" / "staging" / "vars.yml").write_text(
             VARS.format(registry=REGISTRY, user=self.registry_user, ca=TESTBED_STATE / "ca" / "ca.crt"))
         token = new_token("first")
         self.registry_accepts(token)
@@ -198,11 +198,11 @@ class RotationBed:
         subprocess.run(["bash", "-c", 'source "$1" && server_run "$2" "$3" -p "127.0.0.1:$4:80" && server_wait_docker "$2"',
                         "bash", str(REPO / "testbed" / "server-run.sh"), self.name, SERVER_IMAGE, str(self.port)],
                        check=True, capture_output=True, text=True, timeout=180)
-        setup = self.playbook("setup.yaml", "-e", "greenlight_setup_hosts=staging")
+        setup = self.playbook("setup.yml", "-e", "greenlight_setup_hosts=staging")
         assert setup.returncode == 0, setup.stdout[-4000:] + setup.stderr[-2000:]
         self.timings["setup"] = time.monotonic() - started
         started = time.monotonic()
-        deploy = self.playbook("deploy.yaml", "-e", "app_image_tag=v1")
+        deploy = self.playbook("deploy.yml", "-e", "app_image_tag=v1")
         assert deploy.returncode == 0, deploy.stdout[-4000:] + deploy.stderr[-2000:]
         self.timings["deploy v1"] = time.monotonic() - started
 
@@ -224,7 +224,7 @@ class RotationBed:
 
     def rotate(self, *args: str, **kwargs: t.Any) -> subprocess.CompletedProcess[str]:
         started = time.monotonic()
-        proc = self.playbook("rotate_secrets.yaml", *args, **kwargs)
+        proc = self.playbook("rotate_secrets.yml", *args, **kwargs)
         self.timings.setdefault("rotations", 0.0)
         self.timings["rotations"] += time.monotonic() - started
         return proc
@@ -549,7 +549,8 @@ def test_a_controller_killed_after_the_token_check_leaves_no_token_on_disk(bed: 
                                     "ANSIBLE_CALLBACKS_ENABLED": "kill_after_task",
                                     "GLTEST_KILL_AFTER_TASK": "Registry token | Log in with the new token"})
     assert killed.returncode == -9, output(killed)[-3000:]
-    assert "TASK [Registry token | Log in with the new token on %s]" % bed.name in killed.stdout, output(killed)[-3000:]
+    assert re.search(r"TASK \[(?:greenlight\.deploy\.release : )?Registry token \| Log in with the new token on %s\]"
+                     % re.escape(bed.name), killed.stdout), output(killed)[-3000:]
     assert bed.vault.read_bytes() == vault_before, "the killed run got as far as the vault"
 
     # The server: anywhere a process of the rotation could write, root's 0600 Docker

@@ -1,4 +1,4 @@
-"""Bad input to playbooks/setup.yaml stops it before it changes anything, with a message that
+"""Bad input to playbooks/setup.yml stops it before it changes anything, with a message that
 names what is wrong; the example and demo inventories decrypt with their documented vault ids.
 
 The servers are throwaway `greenlight/server:bookworm` containers reached with `docker exec`.
@@ -74,9 +74,9 @@ def inventory(tmp_path: Path, servers_by_group: dict[str, list[str]], env_name: 
                                       "ansible_python_interpreter": "/usr/bin/python3"}
                                for name in names}}
              for group, names in servers_by_group.items()}
-    (root / "hosts.yaml").write_text(yaml.safe_dump(hosts))
+    (root / "hosts.yml").write_text(yaml.safe_dump(hosts))
     if vars_override is not None:
-        vars_file = root / "group_vars" / env_name / "vars.yaml"
+        vars_file = root / "group_vars" / env_name / "vars.yml"
         data = yaml.safe_load(vars_file.read_text())
         for key, value in vars_override.items():
             if value is None:
@@ -86,12 +86,12 @@ def inventory(tmp_path: Path, servers_by_group: dict[str, list[str]], env_name: 
         vars_file.write_text(yaml.safe_dump(data))
     for host, values in (host_vars or {}).items():
         (root / "host_vars").mkdir(exist_ok=True)
-        (root / "host_vars" / f"{host}.yaml").write_text(yaml.safe_dump(values))
+        (root / "host_vars" / f"{host}.yml").write_text(yaml.safe_dump(values))
     return root
 
 
 def setup(inventory_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run([str(BIN / "ansible-playbook"), "playbooks/setup.yaml", "-i", str(inventory_dir), *args])
+    return run([str(BIN / "ansible-playbook"), "playbooks/setup.yml", "-i", str(inventory_dir), *args])
 
 
 def test_control_a_run_leaves_its_mark(servers, tmp_path) -> None:
@@ -163,7 +163,7 @@ def test_one_bad_server_stops_every_server_before_any_role(servers, tmp_path) ->
 
 @pytest.mark.parametrize(("env_name", "host"), [("staging", "staging.example.com"), ("production", "www.example.com")])
 def test_example_vault_opens_with_its_vault_id(env_name, host) -> None:
-    vault = EXAMPLE / env_name / "group_vars" / env_name / "vault.yaml"
+    vault = EXAMPLE / env_name / "group_vars" / env_name / "vault.yml"
     assert vault.read_text().startswith(f"$ANSIBLE_VAULT;1.2;AES256;{env_name}\n")
     view = run([str(BIN / "ansible-vault"), "view", "--vault-id", f"{env_name}@{EXAMPLE_PASSWORD}", str(vault)])
     assert view.returncode == 0, view.stderr
@@ -177,7 +177,7 @@ def test_example_vault_opens_with_its_vault_id(env_name, host) -> None:
 
 
 def test_demo_vault_opens_with_the_demo_vault_id() -> None:
-    vault = DEMO / "group_vars" / "staging" / "vault.yaml"
+    vault = DEMO / "group_vars" / "staging" / "vault.yml"
     assert vault.read_text().startswith("$ANSIBLE_VAULT;1.2;AES256;demo\n")
     proc = run([str(BIN / "ansible-inventory"), "-i", str(DEMO), "--vault-id", f"demo@{DEMO_PASSWORD}",
                 "--host", "greenlight-demo"])
@@ -191,7 +191,7 @@ def test_demo_vault_opens_with_the_demo_vault_id() -> None:
 
 
 def test_ci_vault_client_reads_the_password_by_vault_id(tmp_path) -> None:
-    vault = EXAMPLE / "staging" / "group_vars" / "staging" / "vault.yaml"
+    vault = EXAMPLE / "staging" / "group_vars" / "staging" / "vault.yml"
     password = EXAMPLE_PASSWORD.read_text().strip()
     by_id = run([str(BIN / "ansible-vault"), "view", "--vault-id", f"staging@{VAULT_CLIENT}", str(vault)],
                 GREENLIGHT_VAULT_PASSWORD_STAGING=password, GREENLIGHT_VAULT_PASSWORD="wrong")

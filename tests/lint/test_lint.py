@@ -47,9 +47,9 @@ def test_collection_builds_installs_and_lists_plugins(tmp_path) -> None:
                  ".collections", "changelogs/fragments", "Makefile", "requirements.txt"):
         assert not [n for n in names if n == gone or n.startswith(gone + "/")], gone
     for wanted in ("MANIFEST.json", "FILES.json", "README.md", "meta/runtime.yml", "plugins/modules/container_swap.py",
-                   "roles/deploy_script/tasks/main.yml", "playbooks/deploy.yaml", "docs/deploy.md",
+                   "roles/deploy_script/tasks/main.yml", "playbooks/deploy.yml", "docs/deploy.md",
                    "ci-templates/deploy-command.txt", "inventories/vault-pass-from-env-client.sh",
-                   "inventories/example/staging/hosts.yaml"):
+                   "inventories/example/staging/hosts.yml"):
         assert wanted in names, wanted
 
     dest = tmp_path / "installed"
@@ -70,3 +70,16 @@ def test_collection_builds_installs_and_lists_plugins(tmp_path) -> None:
                              env=env, capture_output=True, text=True, check=False)
         assert doc.returncode == 0 and "ERROR" not in doc.stderr, (plugin.name, doc.stderr[-2000:])
         assert "EXAMPLES:" in doc.stdout and "RETURN VALUES:" in doc.stdout, (plugin.name, doc.stdout[-2000:])
+
+
+# antsibull-changelog reads changelogs/config.yaml by that fixed name: the one file kept as .yaml.
+YAML_EXTENSION_EXCEPTIONS = {"changelogs/config.yaml"}
+
+
+def test_every_yaml_file_of_ours_ends_in_yml() -> None:
+    tracked = _run(["git", "ls-files", "-z"])
+    assert tracked.returncode == 0, tracked.stderr
+    names = [n for n in tracked.stdout.split("\0") if n]
+    assert names, "git ls-files listed nothing"
+    yaml = [n for n in names if n.endswith(".yaml") and n not in YAML_EXTENSION_EXCEPTIONS]
+    assert not yaml, "rename to .yml (git mv) and update every reference: %s" % yaml

@@ -1,7 +1,7 @@
 """Fixtures of the reliability and security suite (docs/reliability.md).
 
 One server container for the whole suite (see server_under_test.py): set up once with
-setup.yaml, v1 deployed; each test leaves it serving some release with the lock free.
+setup.yml, v1 deployed; each test leaves it serving some release with the lock free.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def server(tmp_path_factory, docker_available) -> t.Iterator[Server]:
     server.write_inventory()
     server.start()
     try:
-        setup = server.playbook("setup.yaml")
+        setup = server.playbook("setup.yml")
         assert setup.rc == 0, setup.output[-4000:]
         first = server.deploy("v1")
         assert first.rc == 0, first.output[-4000:]

@@ -1,7 +1,7 @@
 """The server the reliability suite deploys to, and the tools its tests share.
 
 One test-bed server container per session (systemd + its own Docker engine, like a VM), set up
-with playbooks/setup.yaml from an inventory written here (vault-encrypted canary secrets), v1
+with playbooks/setup.yml from an inventory written here (vault-encrypted canary secrets), v1
 live. Its /var/lib/docker is a small tmpfs, so the disk-full test can fill it. Its nginx is
 published on 127.0.0.1 only; Ansible reaches it with `docker exec` (community.docker.docker),
 or over SSH (on the greenlight-test network) in the connection-drop test.
@@ -110,10 +110,10 @@ class Server:
     def write_inventory(self) -> None:
         group_vars = self.inventory / "group_vars" / "staging"
         group_vars.mkdir(parents=True)
-        (self.inventory / "hosts.yaml").write_text(
+        (self.inventory / "hosts.yml").write_text(
             "staging:\n  hosts:\n    %s:\n      ansible_connection: community.docker.docker\n"
             "      ansible_python_interpreter: /usr/bin/python3\n" % self.name)
-        (group_vars / "vars.yaml").write_text("\n".join([
+        (group_vars / "vars.yml").write_text("\n".join([
             "greenlight_app_name: %s" % APP,
             "greenlight_registry: %s" % REGISTRY,
             'greenlight_image_repository: "{{ greenlight_registry }}/greenlight/todo"',
@@ -135,10 +135,10 @@ class Server:
         self.write_vault(self.secret_key)
 
     def write_vault(self, secret_key: str) -> None:
-        """(Re)write group_vars/staging/vault.yaml, encrypted, with this secret key."""
+        """(Re)write group_vars/staging/vault.yml, encrypted, with this secret key."""
         self.secret_key = secret_key
         self.canaries_used.append(secret_key)
-        vault = self.inventory / "group_vars" / "staging" / "vault.yaml"
+        vault = self.inventory / "group_vars" / "staging" / "vault.yml"
         vault.write_text(json.dumps({"vault_django_secret_key": secret_key,
                                      "vault_email_host_password": self.email_password,
                                      "vault_registry_token": self.registry_password}) + "\n")
@@ -209,7 +209,7 @@ class Server:
 
     def deploy(self, release: str, *args: str, **kwargs: t.Any) -> PlaybookRun:
         extra = dict(kwargs.pop("extra_vars", None) or {}, app_image_tag=release)
-        return self.playbook("deploy.yaml", *args, extra_vars=extra, **kwargs)
+        return self.playbook("deploy.yml", *args, extra_vars=extra, **kwargs)
 
     def record_modes(self, what: str, rc: int) -> None:
         stat = self.sh("stat -c '%%n %%a %%U' %s %s" % (ENV_FILE, DOCKER_CONFIG), check=False).stdout

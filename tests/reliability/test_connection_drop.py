@@ -38,7 +38,7 @@ def ssh_inventory(server: Server, workdir: Path) -> Path:
     inventory = workdir / "ssh-inventory"
     inventory.mkdir()
     (inventory / "group_vars").symlink_to(server.inventory / "group_vars")
-    (inventory / "hosts.yaml").write_text(
+    (inventory / "hosts.yml").write_text(
         "staging:\n  hosts:\n    %s:\n      ansible_host: %s\n      ansible_user: root\n"
         "      ansible_ssh_private_key_file: %s\n      ansible_python_interpreter: /usr/bin/python3\n"
         "      ansible_ssh_args: -o ControlMaster=auto -o ControlPersist=10s -o StrictHostKeyChecking=yes"
@@ -61,7 +61,7 @@ def test_ssh_connection_dropped_mid_deploy_leaves_a_release_serving_and_rerun_co
     inventory = ssh_inventory(server, tmp_path)
     load = LoadGenerator(server.port, threads=4, max_seconds=300).start()
     try:
-        deploy = server.start_playbook("deploy.yaml", inventory=inventory, extra_vars={
+        deploy = server.start_playbook("deploy.yml", inventory=inventory, extra_vars={
             "app_image_tag": new, "deploy_script_pre_switch_commands": SLOW_PRE_SWITCH})
         try:
             holder = server.wait_for_phase(["pre_switch"])

@@ -36,9 +36,9 @@ def assert_nothing_changed(server: Server, before: dict, live: str, load: LoadGe
 
 
 def test_failed_registry_login_stops_nothing(settled: Server) -> None:
-    """The registry_login step of setup.yaml with a token the registry rejects: the login fails
+    """The registry_login step of setup.yml with a token the registry rejects: the login fails
     naming registry and user, the stored credentials stay (a deploy can still pull), the app keeps
-    serving. (The roles before it in setup.yaml change nothing on a set-up server: each Molecule
+    serving. (The roles before it in setup.yml change nothing on a set-up server: each Molecule
     scenario's idempotence step proves that.)"""
     server = settled
     live = server.live_release()
@@ -65,7 +65,7 @@ def test_failed_registry_login_stops_nothing(settled: Server) -> None:
 
 
 def test_disk_full_during_pull_fails_clearly_and_old_release_serves(settled: Server) -> None:
-    """/var/lib/docker (a small tmpfs on this server) is full when deploy.yaml pulls an image
+    """/var/lib/docker (a small tmpfs on this server) is full when deploy.yml pulls an image
     whose layers are not on the server yet: the pull fails naming the cause, nothing else moves."""
     server = settled
     live = server.live_release()

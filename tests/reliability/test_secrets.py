@@ -3,8 +3,8 @@ EMAIL_HOST_PASSWORD, and the test registry's random password with docker's base6
 
 - absent from ansible-playbook's output at -v .. -vvvv, with --diff, with --check --diff, from
   the ANSIBLE_LOG_PATH file and from the JSON callback's output;
-- absent from every process command line on the server (and on the controller) while setup.yaml
-  logs in to the registry and while deploy.yaml deploys;
+- absent from every process command line on the server (and on the controller) while setup.yml
+  logs in to the registry and while deploy.yml deploys;
 - absent from `docker history`, image and container labels on the server (and from the audit
   log and the lock file);
 - the env file and root's docker config (the registry login) are 0600 after every playbook of the suite.
@@ -52,7 +52,7 @@ def secret_runs(server: Server, tmp_path_factory) -> SecretRuns:
     assert server.live_release() in ("v1", "v2") and server.lock_is_free()
     outputs = []
 
-    # 1. setup.yaml -vvvv --diff + ANSIBLE_LOG_PATH, a rotated secret (the env file is rewritten)
+    # 1. setup.yml -vvvv --diff + ANSIBLE_LOG_PATH, a rotated secret (the env file is rewritten)
     #    and a real registry login (config.json removed), with both process samplers running.
     server.write_vault(new_canary("key"))
     log_path = tmp_path_factory.mktemp("ansible-log") / "ansible.log"
@@ -60,7 +60,7 @@ def secret_runs(server: Server, tmp_path_factory) -> SecretRuns:
     login_samples = CmdlineSampler(server.name)
     try:
         time.sleep(0.3)
-        run = server.playbook("setup.yaml", "-vvvv", "--diff", env={"ANSIBLE_LOG_PATH": str(log_path)})
+        run = server.playbook("setup.yml", "-vvvv", "--diff", env={"ANSIBLE_LOG_PATH": str(log_path)})
     finally:
         login_samples.stop()
     assert run.rc == 0, run.output[-3000:]
@@ -80,9 +80,9 @@ def secret_runs(server: Server, tmp_path_factory) -> SecretRuns:
         outputs.append(("registry_login -vvvv", relogin.output))
         login_samples.container += again.container
         login_samples.controller += again.controller
-    outputs += [("setup.yaml -vvvv --diff", run.output), ("the ANSIBLE_LOG_PATH file", log_path.read_text())]
+    outputs += [("setup.yml -vvvv --diff", run.output), ("the ANSIBLE_LOG_PATH file", log_path.read_text())]
 
-    # 2. deploy.yaml -vvv --diff: a swap to the other release, with both process samplers running.
+    # 2. deploy.yml -vvv --diff: a swap to the other release, with both process samplers running.
     deploy_samples = CmdlineSampler(server.name)
     try:
         time.sleep(0.3)
@@ -90,11 +90,11 @@ def secret_runs(server: Server, tmp_path_factory) -> SecretRuns:
     finally:
         deploy_samples.stop()
     assert run.rc == 0, run.output[-3000:]
-    outputs.append(("deploy.yaml -vvv --diff", run.output))
+    outputs.append(("deploy.yml -vvv --diff", run.output))
 
     # 3. --check --diff -v with the JSON callback and a secret that would change the env file: the
-    #    two roles of setup.yaml that handle secrets (app_env, registry_login), alone to save time
-    #    (run 1 had every role of setup.yaml at -vvvv --diff).
+    #    two roles of setup.yml that handle secrets (app_env, registry_login), alone to save time
+    #    (run 1 had every role of setup.yml at -vvvv --diff).
     pending = new_canary("key")
     server.canaries_used.append(pending)
     run = server.playbook(ROLE_ONLY, "--check", "--diff", "-v",
@@ -107,11 +107,11 @@ def secret_runs(server: Server, tmp_path_factory) -> SecretRuns:
     assert "DJANGO_SECRET_KEY=%s" % server.secret_key in server.sh("cat %s" % ENV_FILE).stdout  # check changed nothing
     outputs.append(("app_env + registry_login --check --diff -v (JSON callback)", run.output))
 
-    # 4. deploy.yaml --check --diff -vv.
+    # 4. deploy.yml --check --diff -vv.
     run = server.deploy(server.other_release(), "--check", "--diff", "-vv")
     assert run.rc == 0, run.output[-3000:]
     assert "WOULD-DEPLOY" in run.output  # control: check mode predicted a swap
-    outputs.append(("deploy.yaml --check --diff -vv", run.output))
+    outputs.append(("deploy.yml --check --diff -vv", run.output))
     return SecretRuns(outputs, login_samples, deploy_samples)
 
 
@@ -127,7 +127,7 @@ def test_secrets_absent_from_process_command_lines_during_login_and_deploy(settl
     # controls: the samplers caught the short-lived processes that would carry a secret
     assert login.saw(DOCKER_LOGIN), "the sampler never saw the docker login process: sampling too slow"
     assert deploy.saw("docker pull") and deploy.saw("manage.py migrate"), "sampler missed the deploy"
-    for name, sampler in (("setup.yaml", login), ("deploy.yaml", deploy)):
+    for name, sampler in (("setup.yml", login), ("deploy.yml", deploy)):
         assert_no_secret(server, "\n".join(sampler.container), "the server's process list during %s" % name)
         assert_no_secret(server, "\n".join(sampler.controller), "the controller's process list during %s" % name)
 
@@ -154,14 +154,14 @@ def test_secrets_absent_from_image_history_and_labels(settled: Server) -> None:
 
 
 def test_env_file_and_docker_config_stay_0600_after_every_playbook(settled: Server) -> None:
-    """Runs last (conftest.py): rollback.yaml once more, then every playbook run of the suite
+    """Runs last (conftest.py): rollback.yml once more, then every playbook run of the suite
     (setup, deploy, rollback; changed, unchanged, check mode and failed runs) must have left both
     files 0600 and owned by the deploy user."""
     server = settled
-    run = server.playbook("rollback.yaml")
+    run = server.playbook("rollback.yml")
     assert run.rc == 0, run.output[-3000:]
     ran = {check["run"].split()[0] for check in server.mode_checks}
-    assert {"setup.yaml", "deploy.yaml", "rollback.yaml"} <= ran, ran
+    assert {"setup.yml", "deploy.yml", "rollback.yml"} <= ran, ran
     expected = ["%s 600 deploy" % ENV_FILE, "%s 600 root" % DOCKER_CONFIG]
     wrong = [check for check in server.mode_checks if check["stat"] != expected]
     assert wrong == [], wrong

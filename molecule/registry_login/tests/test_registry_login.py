@@ -1,5 +1,5 @@
 """State registry_login leaves on the server: a root-only Docker config with the registry's entry
-(pulls run as root, through deploy.yaml or deploy.sh), the CA where the engine looks for it, and a
+(pulls run as root, through deploy.yml or deploy.sh), the CA where the engine looks for it, and a
 deploy user that can neither read the credentials nor use Docker."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What setup.yaml leaves on each server (staging and production): Docker running, the deploy
+"""What setup.yml leaves on each server (staging and production): Docker running, the deploy
 user reaching it only through deploy.sh, the env file with this environment's values, registry credentials that
 pull, nginx answering 503 until the first release, deploy.sh in place."""
 from __future__ import annotations
@@ -65,7 +65,7 @@ def test_env_file_holds_this_environments_values(host) -> None:
     env = environment(host)
     assert variables["DJANGO_ALLOWED_HOST"] == ("staging" if env == "staging" else "www") + ".greenlight.test"
     assert variables["DJANGO_SECRET_KEY"] == (EPHEMERAL / "canary-secret-key").read_text().strip()
-    # From group_vars/<env>/vault.yaml, decrypted with vault id <env>.
+    # From group_vars/<env>/vault.yml, decrypted with vault id <env>.
     assert variables["EMAIL_HOST_PASSWORD"].startswith(f"{env}-vault-value-")
 
 

@@ -10,13 +10,13 @@
 Standard library only. The role ``greenlight.deploy.deploy_script`` copies the engine package
 (``plugins/module_utils/_engine/``) into ``/opt/<app>/lib/greenlight/``
 and renders the engine options into ``deploy.json`` beside them from the same variables that
-``playbooks/deploy.yaml`` passes to the ``container_swap`` module, so a deploy by hand over SSH and
+``playbooks/deploy.yml`` passes to the ``container_swap`` module, so a deploy by hand over SSH and
 a deploy from CI do exactly the same thing. Usage::
 
     deploy.sh <tag | sha256:<digest> | registry/repo:tag>   # pull, then swap
     deploy.sh rollback [RELEASE] [--restore-database]
     deploy.sh status
-    deploy.sh restore-database RELEASE                     # used by rollback.yaml
+    deploy.sh restore-database RELEASE                     # used by rollback.yml
 
 Everything that decides or changes what serves lives in ``swap.run_swap``; this file parses
 arguments, pulls the image with ``docker pull`` (the root-owned registry login that

@@ -88,7 +88,7 @@ def check_root_only(path: str, setting: str) -> None:
                                                  else "its group" if info.st_mode & 0o020 else "others")
             if problem:
                 raise CliError("refusing %s (%s): %s %s, but deploy.sh runs as root and must only use files "
-                               "that root alone can change; re-run playbooks/setup.yaml (roles deploy_script "
+                               "that root alone can change; re-run playbooks/setup.yml (roles deploy_script "
                                "and registry_login) or fix the owner and mode" % (path, setting, current, problem),
                                EXIT_FAILED)
             parent = os.path.dirname(current)
@@ -163,7 +163,7 @@ def pull(reference: str, config: dict[str, t.Any]) -> None:
     docker_config = config.get("docker_config")
     if not docker_config:
         raise CliError("deploy.json names no docker_config (the root-owned Docker client directory with the "
-                       "registry login); re-run playbooks/setup.yaml (role deploy_script)", EXIT_FAILED)
+                       "registry login); re-run playbooks/setup.yml (role deploy_script)", EXIT_FAILED)
     check_root_only(docker_config, "docker_config")
     if os.path.lexists(os.path.join(docker_config, "config.json")):
         check_root_only(os.path.join(docker_config, "config.json"), "docker_config")

@@ -72,20 +72,20 @@ def read_env_file(path: t.Optional[str]) -> tuple[list[str], t.Optional[str]]:
         if exc.errno == errno.ELOOP:
             raise SwapError("env_file %s is a symbolic link; refusing to follow it (a link planted by a user "
                             "who can write that directory could make root read the file it names). Remove it "
-                            "and re-run playbooks/setup.yaml (role app_env)" % path)
+                            "and re-run playbooks/setup.yml (role app_env)" % path)
         raise SwapError("cannot read env_file %s: %s" % (path, exc.strerror))
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise SwapError("env_file %s is not a regular file; refusing to read it. Remove it and re-run "
-                            "playbooks/setup.yaml (role app_env)" % path)
+                            "playbooks/setup.yml (role app_env)" % path)
         if info.st_size > ENV_FILE_MAX_BYTES:
             raise SwapError("env_file %s is %d bytes, more than an env file holds (at most %d); refusing to "
-                            "read it. Re-run playbooks/setup.yaml (role app_env) to write it again"
+                            "read it. Re-run playbooks/setup.yml (role app_env) to write it again"
                             % (path, info.st_size, ENV_FILE_MAX_BYTES))
         if info.st_nlink != 1:
             raise SwapError("env_file %s has %d hard links; refusing to read it (it may be another file linked "
-                            "there). Remove it and re-run playbooks/setup.yaml (role app_env)"
+                            "there). Remove it and re-run playbooks/setup.yml (role app_env)"
                             % (path, info.st_nlink))
         directory = os.stat(os.path.dirname(os.path.abspath(path)))
         # Its owner (app_env: the deploy user), this process's user, the directory's owner, or
@@ -94,7 +94,7 @@ def read_env_file(path: t.Optional[str]) -> tuple[list[str], t.Optional[str]]:
         if info.st_uid not in (os.geteuid(), directory.st_uid) and not root_only_dir:
             raise SwapError("env_file %s is owned by uid %d, neither this process's user (uid %d) nor its "
                             "directory's owner, in a directory others may write; refusing to read it. Check "
-                            "who put it there, then re-run playbooks/setup.yaml (role app_env)"
+                            "who put it there, then re-run playbooks/setup.yml (role app_env)"
                             % (path, info.st_uid, os.geteuid()))
         chunks = []
         while True:

@@ -71,7 +71,7 @@ def _filesystem_identity(db_path: str, db_owner: os.stat_result) -> t.Iterator[N
         raise UnsafePathError(
             "uid %d cannot reach its data directory %s (mode %04o): the data directory must be owned by the app's "
             "uid and let it in (owner app_host_container_uid, mode 0750), and every directory above it must let "
-            "it through; refusing to open the database as root. chmod 0750 %s (or re-run playbooks/setup.yaml) "
+            "it through; refusing to open the database as root. chmod 0750 %s (or re-run playbooks/setup.yml) "
             "and re-run" % (uid, directory, stat.S_IMODE(info.st_mode), directory))
     libc = ctypes.CDLL(None, use_errno=True)
     if not hasattr(libc, "setfsuid") or not hasattr(libc, "setfsgid"):

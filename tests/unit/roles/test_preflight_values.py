@@ -1,7 +1,7 @@
 """Preflight checks of roles and playbooks against values the engine or Docker would read
 differently (issue 10): env values with any line separator or a template marker (app_env), names
 and tags with a trailing newline (full matches), tags that cannot be release ids and health paths
-that are not URL paths (deploy.yaml's preflight).
+that are not URL paths (deploy.yml's preflight).
 
 Each run is one ansible-playbook against several local "hosts" (connection local, one per case),
 so a case fails on its own host and the others still run. Nothing here needs Docker except the
@@ -195,19 +195,21 @@ def test_app_host_refuses_modes_that_let_the_deploy_group_write(tmp_path):
     assert failure(result, "control") == (None, ""), result["_output"][-3000:]
 
 
-# -- deploy.yaml's preflight ----------------------------------------------------------------------
+# -- deploy.yml's preflight (greenlight.deploy.release, tasks/deploy_prepare.yml) ---------------------
 DEPLOY_PREPARE_PLAY = """
-- name: Test | deploy.yaml preflight and pull
+- name: Test | deploy.yml preflight and pull
   hosts: cases
   gather_facts: false
   tasks:
     - name: Test | Preflight and pull
-      ansible.builtin.import_tasks: %s
+      ansible.builtin.import_role:
+        name: greenlight.deploy.release
+        tasks_from: deploy_prepare.yml
     - name: Test | Report the outcome
       ansible.builtin.fail:
-        msg: "{{ _deploy_outcome.phase }}: {{ _deploy_outcome.message }}"
-      when: _deploy_outcome is defined
-""" % (REPO / "playbooks" / "tasks" / "deploy_prepare.yml")
+        msg: "{{ _release_failure.phase }}: {{ _release_failure.message }}"
+      when: _release_failure is defined
+"""
 
 
 def deploy_vars(tmp_path: Path, host: str, **extra: str) -> str:
@@ -225,7 +227,8 @@ def test_tag_that_cannot_be_a_release_id_fails_in_preflight(tmp_path, tag):
     result = run_play(tmp_path, DEPLOY_PREPARE_PLAY, {"case": deploy_vars(tmp_path, "case")},
                       "-e", json.dumps({"app_image_tag": tag}))
     task, message = failure(result, "case")
-    assert task == "Preflight | Check app_image_tag and app_release", (task, message)
+    # Role tasks are named "<role> : <task>" in the JSON callback.
+    assert task.split(" : ")[-1] == "Preflight | Check app_image_tag and app_release", (task, message)
     assert "release id" in message, message
 
 
@@ -263,10 +266,12 @@ def test_summary_file_is_0600(tmp_path):
   tasks:
     - name: Test | Record an outcome
       ansible.builtin.set_fact:
-        _deploy_outcome: {state: deployed, live: v1, release: v1, message: "deployed v1"}
+        release_outcome: {state: deployed, live: v1, release: v1, message: "deployed v1"}
     - name: Test | Summary
-      ansible.builtin.import_tasks: %s
-""" % (REPO / "playbooks" / "tasks" / "summary.yml")
+      ansible.builtin.import_role:
+        name: greenlight.deploy.release
+        tasks_from: summary.yml
+"""
     result = run_play(tmp_path, play, {"case": "greenlight_deploy_summary_file: %s\n" % summary})
     assert failure(result, "case") == (None, ""), result["_output"][-3000:]
     assert json.loads(summary.read_text())["case"]["release"] == "v1"  # control

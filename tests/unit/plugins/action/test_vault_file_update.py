@@ -23,7 +23,7 @@ from ansible_collections.greenlight.deploy.plugins.plugin_utils._yaml_edit impor
 VAULT_TEXT = textwrap.dedent("""\
     ---
     # staging secrets (ansible-vault, vault id "staging").
-    vault_django_secret_key: "old-key-0123456789"  # rotated by rotate_secrets.yaml
+    vault_django_secret_key: "old-key-0123456789"  # rotated by rotate_secrets.yml
 
     # Registry access token (read:package).
     vault_registry_token: 'old-token'
@@ -50,8 +50,8 @@ def test_set_replaces_only_the_value_keeping_comments_order_and_quoting_of_other
     text, report = update_text(VAULT_TEXT, {"vault_django_secret_key": "new-key"})
     assert report == {"changed": ["vault_django_secret_key"], "added": [], "removed": [], "unchanged": []}
     assert changed_lines(VAULT_TEXT, text) == [
-        ('vault_django_secret_key: "old-key-0123456789"  # rotated by rotate_secrets.yaml',
-         'vault_django_secret_key: "new-key"  # rotated by rotate_secrets.yaml')]
+        ('vault_django_secret_key: "old-key-0123456789"  # rotated by rotate_secrets.yml',
+         'vault_django_secret_key: "new-key"  # rotated by rotate_secrets.yml')]
 
 
 def test_copy_takes_the_value_from_before_the_update_and_new_keys_go_to_the_end() -> None:
@@ -156,7 +156,7 @@ def run_action(args: dict[str, t.Any], secrets: t.Optional[list[tuple[str, bytes
 
 
 def test_rewrites_the_file_with_the_same_vault_id_password_and_mode(tmp_path: Path) -> None:
-    vault = tmp_path / "vault.yaml"
+    vault = tmp_path / "vault.yml"
     encrypt(vault, VAULT_TEXT, mode=0o640)
     inode = vault.stat().st_ino
     result = run_action({"path": str(vault), "set": {"vault_django_secret_key": "new-key"},
@@ -168,11 +168,11 @@ def test_rewrites_the_file_with_the_same_vault_id_password_and_mode(tmp_path: Pa
     assert vault.read_bytes().startswith(b"$ANSIBLE_VAULT;1.2;AES256;staging\n")
     assert stat.S_IMODE(vault.stat().st_mode) == 0o640
     assert vault.stat().st_ino != inode, "not replaced by a rename"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["vault.yaml"], "temporary file left behind"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vault.yml"], "temporary file left behind"
     after = decrypt(vault)
     assert changed_lines(VAULT_TEXT, after) == [
-        ('vault_django_secret_key: "old-key-0123456789"  # rotated by rotate_secrets.yaml',
-         'vault_django_secret_key: "new-key"  # rotated by rotate_secrets.yaml'),
+        ('vault_django_secret_key: "old-key-0123456789"  # rotated by rotate_secrets.yml',
+         'vault_django_secret_key: "new-key"  # rotated by rotate_secrets.yml'),
         ("", 'vault_django_secret_key_fallbacks: "old-key-0123456789"')]
     assert "new-key" not in repr(result) and "old-key" not in repr(result)
 
@@ -188,7 +188,7 @@ def test_a_file_without_vault_id_keeps_its_1_1_header(tmp_path: Path) -> None:
 
 
 def test_the_secret_that_opens_the_file_encrypts_it_again(tmp_path: Path) -> None:
-    vault = tmp_path / "vault.yaml"
+    vault = tmp_path / "vault.yml"
     encrypt(vault, VAULT_TEXT)
     result = run_action({"path": str(vault), "set": {"vault_a": "1"}},
                         secrets=[("production", b"another-password"), ("staging", PASSWORD)])
@@ -199,7 +199,7 @@ def test_the_secret_that_opens_the_file_encrypts_it_again(tmp_path: Path) -> Non
 
 
 def test_read_returns_marker_values_and_changes_nothing(tmp_path: Path) -> None:
-    vault = tmp_path / "vault.yaml"
+    vault = tmp_path / "vault.yml"
     encrypt(vault, VAULT_TEXT + 'vault_greenlight_rotation_pending: "django_secret_key"\n')
     before = vault.read_bytes()
     result = run_action({"path": str(vault), "read": ["vault_greenlight_rotation_pending", "vault_absent"]})
@@ -210,7 +210,7 @@ def test_read_returns_marker_values_and_changes_nothing(tmp_path: Path) -> None:
 
 
 def test_check_mode_reports_and_writes_nothing_and_diff_names_keys_only(tmp_path: Path) -> None:
-    vault = tmp_path / "vault.yaml"
+    vault = tmp_path / "vault.yml"
     encrypt(vault, VAULT_TEXT)
     before = vault.read_bytes()
     result = run_action({"path": str(vault), "set": {"vault_registry_token": "brand-new-token"},
@@ -236,7 +236,7 @@ def test_check_mode_reports_and_writes_nothing_and_diff_names_keys_only(tmp_path
     ids=["wrong-password", "no-password", "not-encrypted"],
 )
 def test_failures_write_nothing(tmp_path: Path, content: t.Optional[str], secrets: t.Any, message: str) -> None:
-    vault = tmp_path / "vault.yaml"
+    vault = tmp_path / "vault.yml"
     if content is None:
         encrypt(vault, VAULT_TEXT)
     else:
@@ -250,7 +250,7 @@ def test_failures_write_nothing(tmp_path: Path, content: t.Optional[str], secret
 
 
 def test_an_unsafe_edit_fails_without_writing(tmp_path: Path) -> None:
-    vault = tmp_path / "vault.yaml"
+    vault = tmp_path / "vault.yml"
     encrypt(vault, "vault_a: &shared one\nvault_b: *shared\n")
     before = vault.read_bytes()
     result = run_action({"path": str(vault), "set": {"vault_a": "two"}})
@@ -260,7 +260,7 @@ def test_an_unsafe_edit_fails_without_writing(tmp_path: Path) -> None:
 
 
 def test_a_file_that_cannot_be_written_fails_before_writing(tmp_path: Path) -> None:
-    vault = tmp_path / "vault.yaml"
+    vault = tmp_path / "vault.yml"
     encrypt(vault, VAULT_TEXT)
     before = vault.read_bytes()
     # The test runs as root, who may write anywhere: pretend the permissions say no.
@@ -273,9 +273,9 @@ def test_a_file_that_cannot_be_written_fails_before_writing(tmp_path: Path) -> N
 
 
 def test_a_symlink_is_followed_and_kept(tmp_path: Path) -> None:
-    real = tmp_path / "real-vault.yaml"
+    real = tmp_path / "real-vault.yml"
     encrypt(real, VAULT_TEXT)
-    link = tmp_path / "vault.yaml"
+    link = tmp_path / "vault.yml"
     link.symlink_to(real.name)
     result = run_action({"path": str(link), "set": {"vault_a": "1"}})
     assert result["changed"] and result["path"] == str(real)
