@@ -29,7 +29,8 @@ def referenced_paths(document: Path, tops: list[str]) -> set[tuple[str, Path]]:
     """(path as written, where it must exist) for repo paths and relative Markdown links."""
     text = document.read_text()
     found = set()
-    pattern = re.compile(r"(?<![\w./~@-])((?:%s)(?:/[\w.@-]*)*)" % "|".join(re.escape(t) for t in tops))
+    # Not a Markdown link's target: those are relative to the document (checked below).
+    pattern = re.compile(r"(?<![\w./~@-])(?<!\]\()((?:%s)(?:/[\w.@-]*)*)" % "|".join(re.escape(t) for t in tops))
     for match in pattern.finditer(text):
         written = match.group(1).rstrip(".:,")
         end = match.end(1)
