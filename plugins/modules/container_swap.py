@@ -15,7 +15,8 @@ version_added: 0.1.0
 description:
   - Replaces the running release of a web application with a new image without dropping a request.
   - "Phases: plan, lock, cleanup, snapshot, pre-switch commands, static copy, start the new container beside the
-    old one, health gate, atomic nginx upstream switch, drain, stop old, other services, prune, record."
+    old one, health gate, atomic nginx upstream switch, drain, other services, prune, record; the old release is
+    stopped in the background (RV(stopping_old)), by a process that holds the deploy lock until it is stopped."
   - Every failure before the switch leaves the previous release serving exactly as before; the new container is
     removed and the database snapshot optionally restored.
   - Re-running an identical deploy (same image id, same configuration, same release id) changes nothing.
@@ -504,6 +505,15 @@ recovered_from:
   returned: when the previous holder of the lock did not finish
   type: dict
   sample: {pid: 4242, user: root, release: v2, phase: health, since: "2026-11-22T06:27:33Z"}
+stopping_old:
+  description:
+    - The previous release's web container is being stopped in the background - traffic had left it (drain)
+      when the module returned. A detached process holds the deploy lock (lock file phase C(stop_old), its
+      pid) until the container is stopped (kept for rollback), then releases it; a later deploy waits for it.
+    - C(removed_after) is true when O(releases_to_keep) leaves no room for it, so it is removed once stopped.
+  returned: when a swap replaced a live release
+  type: dict
+  sample: {container: todo-web-v1-3fa9c1, release: v1, pid: 4243, removed_after: false}
 cleaned:
   description: Names of the containers an interrupted earlier run left behind and this run removed.
   returned: when the cleanup phase removed something
@@ -566,7 +576,7 @@ def main() -> None:
     options = dict(module.params)
     options["check_mode"] = module.check_mode
     try:
-        result = run_swap(options)
+        result = run_swap(options, background_stop=True)
     except SwapError as exc:
         partial = dict(exc.result)
         partial.pop("msg", None)

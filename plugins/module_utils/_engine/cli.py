@@ -82,6 +82,11 @@ def _describe_result(result: dict[str, t.Any], check: bool) -> list[str]:
     lines.append("  image:   %s" % (result.get("image_digest") or result.get("image")))
     if result.get("live_port"):
         lines.append("  serving: 127.0.0.1:%s (%s)" % (result.get("live_port"), result.get("container_name") or "-"))
+    stopping = result.get("stopping_old")
+    if stopping:
+        lines.append("  old:     release %s (%s) is stopping in the background (pid %s, holding the deploy lock "
+                     "until it is stopped; kept for rollback)" % (stopping.get("release"), stopping.get("container"),
+                                                                  stopping.get("pid")))
     if check and result.get("actions"):
         lines.append("  steps:")
         lines.extend("    - %s" % step for step in result["actions"])
@@ -93,7 +98,7 @@ def _describe_result(result: dict[str, t.Any], check: bool) -> list[str]:
 
 def _run(options: dict[str, t.Any], args: argparse.Namespace) -> int:
     try:
-        result = run_swap(options, log=_phase_logger(not args.json))
+        result = run_swap(options, log=_phase_logger(not args.json), background_stop=True)
     except SwapError as exc:
         if args.json:
             _out(json.dumps(dict(exc.result, failed=True, msg=str(exc)), sort_keys=True, default=str))
