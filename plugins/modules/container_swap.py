@@ -49,7 +49,8 @@ options:
   image:
     description:
       - Image reference to deploy (C(name:tag), C(name@sha256:...), or an image id C(sha256:...)).
-      - Required when O(mode=deploy); not allowed with O(mode=rollback).
+      - Required when O(mode=deploy) or O(mode=prepare); not allowed with O(mode=rollback), O(mode=restore) or
+        O(mode=recreate).
     type: str
   mode:
     description:
@@ -57,8 +58,15 @@ options:
       - V(rollback) puts a kept (stopped) earlier release live again through the same health-gated switch.
       - V(prepare) changes nothing that serves - it fails fast when another deploy holds the lock, pulls O(image)
         with O(docker_config), and returns RV(noop) (whether a swap would change anything).
+      - V(restore) puts back the database snapshot taken when O(release) (default the live release; it must be live,
+        so roll back to it first) was replaced - the database as that release left it; writes made since are lost.
+        The database as it is now is kept first (RV(safety_snapshot)). Needs O(sqlite_path).
+      - V(recreate) re-creates the live release's containers (web through the same health-gated swap, services)
+        from its image with the current env file and options, without snapshot or pre-switch commands (its
+        migrations already ran); changes nothing when they already run with them. For example after a secret
+        in O(env_file) changed.
     type: str
-    choices: [deploy, rollback, prepare]
+    choices: [deploy, rollback, prepare, restore, recreate]
     default: deploy
   rollback_release:
     description:
@@ -69,6 +77,8 @@ options:
       - Release id recorded in labels and the audit log.
       - Default is the image tag; for C(latest), no tag or a digest, the first 12 hex digits of the digest or image id.
       - A different release id of the same image counts as a change.
+      - With O(mode=restore), the release whose database snapshot is put back (default the live one).
+      - Not allowed with O(mode=recreate).
     type: str
   app_dir:
     description:
@@ -342,7 +352,8 @@ outcome:
     state:
       description: What happened.
       type: str
-      choices: [deployed, unchanged, rolled-back, would-deploy, would-pull, failed, recreated, prepared]
+      choices: [deployed, unchanged, rolled-back, would-deploy, would-pull, failed, recreated, prepared, restored,
+                would-recreate, would-restore]
     action:
       description: What the run did or would do (as RV(swap_action)).
       type: str
@@ -486,8 +497,16 @@ error:
   returned: failure
   type: str
 snapshot:
-  description: Path of the database snapshot taken by this run.
-  returned: when a snapshot was taken
+  description: Path of the database snapshot taken by this run; with O(mode=restore), the one put back.
+  returned: when a snapshot was taken or restored
+  type: str
+replaced_by:
+  description: With O(mode=restore), the release whose deploy took the snapshot put back (it replaced O(release)).
+  returned: mode restore, once the snapshot was found
+  type: str
+safety_snapshot:
+  description: With O(mode=restore), the snapshot of the database as it was just before the restore.
+  returned: mode restore, when a database existed
   type: str
 pruned_images:
   description:

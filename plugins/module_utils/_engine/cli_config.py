@@ -18,11 +18,12 @@ import sys
 import typing as t
 
 from .audit import read_records as _read_records
-from .errors import UnsafePathError
+from .errors import SwapError, UnsafePathError
 from .lock import lock_holder as _lock_holder
 from . import registry
 from .options import OPTION_NAMES, options_from_dict, parse_image_reference
 from .registry import RegistryError
+from .restore import snapshot_in_backups as _snapshot_in_backups
 
 PROG = "deploy.sh"
 # A tag deploy.sh accepts is also a release id (rollback needs one); \Z, not $ (no trailing newline).
@@ -187,33 +188,13 @@ def read_records(path: str, limit: int | None = None) -> list[dict[str, t.Any]]:
         raise CliError(str(exc), EXIT_FAILED)
 
 
-def snapshot_before_leaving(records: list[dict[str, t.Any]], release: str) -> dict[str, t.Any] | None:
-    """The newest successful record that replaced `release` and took a snapshot first: its snapshot
-    is the database as `release` left it, before the next release's pre-switch commands ran."""
-    for record in reversed(records):
-        if record.get("result") == "ok" and record.get("previous_release") == release \
-                and record.get("release") != release and record.get("snapshot"):
-            return record
-    return None
-
-
 def snapshot_in_backups(snapshot: t.Any, backups_dir: str) -> str:
-    """The snapshot path of a releases.jsonl record, accepted only as a regular file (no symlink)
-    directly in the backup directory: the deploy user could write that log on a server app_host has
-    not made it root's yet, and root copies the snapshot over the database."""
-    name = os.path.basename(str(snapshot))
-    if not isinstance(snapshot, str) or os.path.normpath(os.path.dirname(snapshot)) != os.path.normpath(backups_dir) \
-            or name in ("", ".", ".."):
-        raise CliError("refusing snapshot %r from the releases log: not a file of the backup directory %s"
-                       % (snapshot, backups_dir), EXIT_FAILED)
+    """restore.snapshot_in_backups (mode restore's check of a releases.jsonl snapshot path); a
+    refused one is a CliError."""
     try:
-        info = os.lstat(snapshot)
-    except FileNotFoundError:
-        return snapshot  # reported as pruned by the caller
-    if not stat.S_ISREG(info.st_mode):
-        raise CliError("refusing snapshot %s: not a regular file of the backup directory %s (a symlink?)"
-                       % (snapshot, backups_dir), EXIT_FAILED)
-    return snapshot
+        return _snapshot_in_backups(snapshot, backups_dir)
+    except SwapError as exc:
+        raise CliError(str(exc), EXIT_FAILED)
 
 
 def lock_holder(lock_file: str) -> dict[str, t.Any] | None:

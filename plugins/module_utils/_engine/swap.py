@@ -16,6 +16,10 @@ The Ansible module ``container_swap`` and ``deploy.sh`` (cli.py) are both thin f
   -> services -> prune -> record                        phases_finish.py
   (front ends: stop_old in a detached child after prune, which holds the lock until it is done)
   any failure                                           failure.py
+
+Modes: deploy, rollback, recreate (the live release again, with the current env file: the same
+phases without snapshot and pre_switch) run this sequence; prepare (prepare.py) and restore
+(restore.py) are their own short runs.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from .options import SwapOptions, options_from_dict
 from .paths import check_mount_sources
 from .plan import Plan, describe, make_plan, predict
 from .prepare import run_prepare
+from .restore import run_restore
 from .redact import redact, redact_free_text
 from .result import Result, success_message, success_state
 from .state import UNKNOWN, live_release
@@ -94,7 +99,10 @@ class Swap:
             plan = self._replan()  # the leftovers are gone: decide again
         result.set(action=plan.action)
         if plan.web_change:
-            for phase, wanted in (("snapshot", opts.sqlite_path), ("pre_switch", opts.pre_switch_commands),
+            # recreate: the live image again, whose migrations already ran: no snapshot, no pre-switch.
+            fresh = opts.mode != "recreate"
+            for phase, wanted in (("snapshot", fresh and opts.sqlite_path),
+                                  ("pre_switch", fresh and opts.pre_switch_commands),
                                   ("static", opts.static_source), ("start", True)):
                 if wanted:
                     with ctx.timed(phase):
@@ -161,7 +169,7 @@ class Swap:
                 return self._replan()
         except (SwapError, DockerError) as exc:
             result.set(failed_phase="plan", error=redact(str(exc), ctx.env), phases=ctx.phases,
-                       action="rollback" if opts.mode == "rollback" else "deploy",
+                       action=opts.mode if opts.mode in ("rollback", "recreate") else "deploy",
                        release=opts.release or opts.rollback_release, image=opts.image)
             message = "%s of %s failed in phase plan on %s (nothing was changed): %s" % (
                 result["action"], opts.app_name, ctx.actor["host"], result["error"])
@@ -199,8 +207,8 @@ class Swap:
                 else live_release(ctx.docker, opts.app_name, opts.upstream_file))
         if failure is not None:
             return result.final("failed", live, ctx.switched, failure)
-        return result.final(success_state(result.data, opts.check_mode), live, ctx.switched,
-                            success_message(result.data, ctx.actor["host"], opts.check_mode, live))
+        return result.final(success_state(result.data, opts.check_mode, opts.mode), live, ctx.switched,
+                            success_message(result.data, ctx.actor["host"], opts.check_mode, live, opts.mode))
 
 
 def run_swap(options: t.Union[dict, SwapOptions], docker: t.Optional[t.Any] = None,
@@ -221,4 +229,6 @@ def run_swap(options: t.Union[dict, SwapOptions], docker: t.Optional[t.Any] = No
         raise
     if opts.mode == "prepare":
         return run_prepare(Run(opts, docker=docker, log=log))
+    if opts.mode == "restore":
+        return run_restore(Run(opts, docker=docker, log=log))
     return Swap(opts, docker=docker, log=log, background_stop=background_stop).run()
