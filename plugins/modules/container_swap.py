@@ -15,7 +15,8 @@ version_added: 0.1.0
 description:
   - Replaces the running release of a web application with a new image without dropping a request.
   - "Phases: plan, lock, cleanup, snapshot, pre-switch commands, static copy, start the new container beside the
-    old one, health gate, atomic nginx upstream switch, drain, stop old, other services, prune, record."
+    old one, health gate, atomic nginx upstream switch, drain, other services, prune, record; the old release is
+    stopped in the background (RV(stopping_old)), by a process that holds the deploy lock until it is stopped."
   - Every failure before the switch leaves the previous release serving exactly as before; the new container is
     removed and the database snapshot optionally restored.
   - Re-running an identical deploy (same image id, same configuration, same release id) changes nothing.
@@ -48,7 +49,8 @@ options:
   image:
     description:
       - Image reference to deploy (C(name:tag), C(name@sha256:...), or an image id C(sha256:...)).
-      - Required when O(mode=deploy); not allowed with O(mode=rollback).
+      - Required when O(mode=deploy) or O(mode=prepare); not allowed with O(mode=rollback), O(mode=restore) or
+        O(mode=recreate).
     type: str
   mode:
     description:
@@ -56,8 +58,15 @@ options:
       - V(rollback) puts a kept (stopped) earlier release live again through the same health-gated switch.
       - V(prepare) changes nothing that serves - it fails fast when another deploy holds the lock, pulls O(image)
         with O(docker_config), and returns RV(noop) (whether a swap would change anything).
+      - V(restore) puts back the database snapshot taken when O(release) (default the live release; it must be live,
+        so roll back to it first) was replaced - the database as that release left it; writes made since are lost.
+        The database as it is now is kept first (RV(safety_snapshot)). Needs O(sqlite_path).
+      - V(recreate) re-creates the live release's containers (web through the same health-gated swap, services)
+        from its image with the current env file and options, without snapshot or pre-switch commands (its
+        migrations already ran); changes nothing when they already run with them. For example after a secret
+        in O(env_file) changed.
     type: str
-    choices: [deploy, rollback, prepare]
+    choices: [deploy, rollback, prepare, restore, recreate]
     default: deploy
   rollback_release:
     description:
@@ -68,6 +77,8 @@ options:
       - Release id recorded in labels and the audit log.
       - Default is the image tag; for C(latest), no tag or a digest, the first 12 hex digits of the digest or image id.
       - A different release id of the same image counts as a change.
+      - With O(mode=restore), the release whose database snapshot is put back (default the live one).
+      - Not allowed with O(mode=recreate).
     type: str
   app_dir:
     description:
@@ -341,7 +352,8 @@ outcome:
     state:
       description: What happened.
       type: str
-      choices: [deployed, unchanged, rolled-back, would-deploy, would-pull, failed, recreated, prepared]
+      choices: [deployed, unchanged, rolled-back, would-deploy, would-pull, failed, recreated, prepared, restored,
+                would-recreate, would-restore]
     action:
       description: What the run did or would do (as RV(swap_action)).
       type: str
@@ -485,8 +497,16 @@ error:
   returned: failure
   type: str
 snapshot:
-  description: Path of the database snapshot taken by this run.
-  returned: when a snapshot was taken
+  description: Path of the database snapshot taken by this run; with O(mode=restore), the one put back.
+  returned: when a snapshot was taken or restored
+  type: str
+replaced_by:
+  description: With O(mode=restore), the release whose deploy took the snapshot put back (it replaced O(release)).
+  returned: mode restore, once the snapshot was found
+  type: str
+safety_snapshot:
+  description: With O(mode=restore), the snapshot of the database as it was just before the restore.
+  returned: mode restore, when a database existed
   type: str
 pruned_images:
   description:
@@ -504,6 +524,15 @@ recovered_from:
   returned: when the previous holder of the lock did not finish
   type: dict
   sample: {pid: 4242, user: root, release: v2, phase: health, since: "2026-11-22T06:27:33Z"}
+stopping_old:
+  description:
+    - The previous release's web container is being stopped in the background - traffic had left it (drain)
+      when the module returned. A detached process holds the deploy lock (lock file phase C(stop_old), its
+      pid) until the container is stopped (kept for rollback), then releases it; a later deploy waits for it.
+    - C(removed_after) is true when O(releases_to_keep) leaves no room for it, so it is removed once stopped.
+  returned: when a swap replaced a live release
+  type: dict
+  sample: {container: todo-web-v1-3fa9c1, release: v1, pid: 4243, removed_after: false}
 cleaned:
   description: Names of the containers an interrupted earlier run left behind and this run removed.
   returned: when the cleanup phase removed something
@@ -566,7 +595,7 @@ def main() -> None:
     options = dict(module.params)
     options["check_mode"] = module.check_mode
     try:
-        result = run_swap(options)
+        result = run_swap(options, background_stop=True)
     except SwapError as exc:
         partial = dict(exc.result)
         partial.pop("msg", None)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import LoadGenerator, image, require_images, run_module
+from conftest import LoadGenerator, image, lock_is_free, require_images, run_module
 
 from ansible_collections.greenlight.deploy.plugins.module_utils._engine.errors import SwapError
 from ansible_collections.greenlight.deploy.plugins.module_utils._engine.swap import run_swap
@@ -96,7 +96,11 @@ def test_deploy_module_check_idempotent_then_v2_under_load(app_host, nginx):
     assert after and all(r[2] == "v2" for r in after), summary
     assert summary["by_release"].get("v1", 0) > 0 and summary["by_release"].get("v2", 0) > 0
     assert nginx.upstream_port() == app_host.host_ports[1]
-    # The old container is kept stopped for rollback; only the new one runs.
+    # The old container is kept stopped for rollback; only the new one runs (once the background
+    # stop of the old release, which holds the deploy lock until it is done, has ended).
+    deadline = time.monotonic() + 30
+    while not lock_is_free(app_host.lock_file) and time.monotonic() < deadline:
+        time.sleep(0.05)
     running = app_host.running_web()
     assert [c["Id"] for c in running] == [second["container_id"]]
     lines = app_host.audit_lines()

@@ -14,10 +14,12 @@ relatively only. Layers, bottom up (a module imports only from the layers below 
 - ``errors``, ``options`` (+ ``schema``, the option table), ``labels``, ``redact``
 - infrastructure: ``paths`` (no links followed), ``audit`` (releases.jsonl), ``lock`` (deploy lock),
   ``envfile``, ``sqlite``, ``static``, ``commands``, ``http_probe``, ``docker_api``, ``registry``, ``proxy_nginx``,
-  ``drain``
+  ``drain``, ``detach`` (the background process that stops the old release)
 - ``state`` (the one reader of what is live), ``context`` (one run), ``result``, ``plan``, ``containers``
 - the phases: ``phases_prepare`` (plan, lock, cleanup), ``phases_release`` (snapshot, pre_switch,
   static, start, health), ``phases_traffic`` (switch, drain, stop_old, switch back),
   ``phases_finish`` (services, prune, record), ``failure``
-- ``swap`` (the phase sequence, :func:`swap.run_swap`), ``prepare`` (mode prepare), ``cli`` (deploy.sh)
+- ``prepare`` (mode prepare), ``restore`` (mode restore: a database snapshot back)
+- ``swap`` (the phase sequence, :func:`swap.run_swap`: modes deploy, rollback, recreate; dispatches
+  prepare and restore), ``cli`` (deploy.sh)
 """

@@ -33,23 +33,20 @@ by root only, and the files in the deploy user's app directory (``releases.jsonl
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import socket
 import sys
-import time
 import typing as t
 
 from . import state
-from .audit import append_jsonl, current_actor, utc_now
 from .cli_config import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, PROG, CliError, _err, _out, image_reference, load_config,
-                         pull, read_options, read_records, snapshot_before_leaving, snapshot_in_backups)
+                         pull, read_options)
+from .context import Run
 from .docker_api import DockerClient, DockerError
 from .errors import OptionsError, SwapError, UnsafePathError
-from .lock import DeployLock
 from .options import options_from_dict
-from .sqlite import sqlite_restore, sqlite_snapshot
+from .restore import RestoreRefused, run_restore
 from .swap import run_swap
 
 
@@ -82,6 +79,11 @@ def _describe_result(result: dict[str, t.Any], check: bool) -> list[str]:
     lines.append("  image:   %s" % (result.get("image_digest") or result.get("image")))
     if result.get("live_port"):
         lines.append("  serving: 127.0.0.1:%s (%s)" % (result.get("live_port"), result.get("container_name") or "-"))
+    stopping = result.get("stopping_old")
+    if stopping:
+        lines.append("  old:     release %s (%s) is stopping in the background (pid %s, holding the deploy lock "
+                     "until it is stopped; kept for rollback)" % (stopping.get("release"), stopping.get("container"),
+                                                                  stopping.get("pid")))
     if check and result.get("actions"):
         lines.append("  steps:")
         lines.extend("    - %s" % step for step in result["actions"])
@@ -93,7 +95,7 @@ def _describe_result(result: dict[str, t.Any], check: bool) -> list[str]:
 
 def _run(options: dict[str, t.Any], args: argparse.Namespace) -> int:
     try:
-        result = run_swap(options, log=_phase_logger(not args.json))
+        result = run_swap(options, log=_phase_logger(not args.json), background_stop=True)
     except SwapError as exc:
         if args.json:
             _out(json.dumps(dict(exc.result, failed=True, msg=str(exc)), sort_keys=True, default=str))
@@ -148,59 +150,36 @@ def cmd_restore_database(config: dict[str, t.Any], args: argparse.Namespace) -> 
 
 
 def _restore(config: dict[str, t.Any], release: str | None, args: argparse.Namespace) -> int:
-    """Put back the snapshot taken just before `release` was replaced (writes since are lost)."""
+    """Put back the snapshot taken just before `release` was replaced (writes since are lost):
+    the engine's mode restore (restore.py)."""
     opts = read_options(config)
     if not opts.sqlite_path:
         raise CliError("no sqlite_path is configured, so there is no database snapshot to restore")
-    live_release = live_release_of(opts)
-    if not release or live_release != release:
-        raise CliError("refusing to restore the database: release %s must be live first (live: %s); "
-                       "run `deploy.sh rollback %s` before" % (release, live_release, release or "<release>"))
-    record = snapshot_before_leaving(read_records(opts.releases_log), release)
-    if not record:
-        raise CliError("%s has no snapshot taken when release %s was replaced; nothing restored"
-                       % (opts.releases_log, release), EXIT_FAILED)
-    snapshot = snapshot_in_backups(record["snapshot"], opts.backups_dir)
-    # The deploy user can write releases.jsonl: restore only a snapshot the engine names and keeps.
-    name = os.path.basename(snapshot) if isinstance(snapshot, str) else ""
-    if not name.startswith(opts.app_name + "-") or not name.endswith(".sqlite3") \
-            or os.path.normpath(os.path.dirname(snapshot)) != os.path.normpath(opts.backups_dir):
-        raise CliError("%s names %r, which is not a snapshot in %s; nothing restored (check who edited the log)"
-                       % (opts.releases_log, snapshot, opts.backups_dir), EXIT_FAILED)
-    if not os.path.exists(snapshot):
-        raise CliError("snapshot %s (taken before release %s) is gone (pruned, backups_to_keep=%d); nothing "
-                       "restored" % (snapshot, record.get("release"), opts.backups_to_keep), EXIT_FAILED)
-    actor = current_actor(args.actor or os.environ.get("GREENLIGHT_DEPLOY_ACTOR") or "restore-database")
-    lock = DeployLock(opts.lock_file, dict(actor, app=opts.app_name, release=release, action="restore-database",
-                                           since=utc_now(), phase="restore"))
-    outcome: dict[str, t.Any] = {"action": "restore-database", "changed": False, "release": release,
-                                 "snapshot": snapshot, "replaced_by": record.get("release")}
-    if args.check:
-        _out("%s: would restore %s into %s (the database as release %s left it, before release %s migrated); "
-             "writes made since are lost" % (PROG, snapshot, opts.sqlite_path, release, record.get("release")))
-        return EXIT_OK
-    started = time.monotonic()
-    lock.acquire(opts.lock_timeout)
+    options = dict(config["swap"], mode="restore", check_mode=args.check,
+                   actor=args.actor or os.environ.get("GREENLIGHT_DEPLOY_ACTOR") or "restore-database")
+    if release:
+        options["release"] = release
     try:
-        if os.path.lexists(opts.sqlite_path):  # a dangling link is refused by the snapshot, not skipped
-            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-            safety = os.path.join(opts.backups_dir, "%s-%s-before-restore.sqlite3" % (opts.app_name, stamp))
-            sqlite_snapshot(opts.sqlite_path, safety)
-            outcome["safety_snapshot"] = safety
-        sqlite_restore(snapshot, opts.sqlite_path)
-        outcome.update({"changed": True, "phases": {"restore": round(time.monotonic() - started, 3)}})
-        record_line = {"time": utc_now(), "app": opts.app_name, "actor": actor, "result": "ok"}
-        record_line.update(outcome)
-        append_jsonl(opts.releases_log, record_line)
-    finally:
-        lock.release()
+        run = Run(options_from_dict(options))
+    except SwapError as exc:
+        raise CliError(str(exc))
+    try:
+        result = run_restore(run, live=live_release_of(opts))
+    except RestoreRefused as exc:
+        raise CliError(str(exc).split(": ", 1)[-1])
+    except SwapError as exc:
+        if args.json:
+            _out(json.dumps(dict(exc.result, failed=True, msg=str(exc)), sort_keys=True, default=str))
+        raise CliError(str(exc), EXIT_FAILED)
     if args.json:
-        _out(json.dumps(outcome, sort_keys=True))
+        _out(json.dumps(result, sort_keys=True, default=str))
+    elif args.check:
+        _out("%s: %s" % (PROG, result["outcome"]["message"]))
     else:
         _out("%s: restored the database %s from %s (as release %s left it before release %s migrated); "
              "the state before the restore is kept in %s"
-             % (PROG, opts.sqlite_path, snapshot, release, outcome.get("replaced_by"),
-                outcome.get("safety_snapshot", "-")))
+             % (PROG, opts.sqlite_path, result["snapshot"], result["release"], result.get("replaced_by"),
+                result.get("safety_snapshot", "-")))
     return EXIT_OK
 
 

@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import re
 import stat
-import subprocess
 import sys
 import typing as t
 
 from .audit import read_records as _read_records
-from .errors import UnsafePathError
+from .errors import SwapError, UnsafePathError
 from .lock import lock_holder as _lock_holder
+from . import registry
 from .options import OPTION_NAMES, options_from_dict, parse_image_reference
+from .registry import RegistryError
+from .restore import snapshot_in_backups as _snapshot_in_backups
 
 PROG = "deploy.sh"
-# The only PATH root runs commands with (deploy.sh sets the same one; sudo may keep the caller's).
-SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 # A tag deploy.sh accepts is also a release id (rollback needs one); \Z, not $ (no trailing newline).
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
@@ -156,7 +155,8 @@ def image_reference(argument: str, repository: str | None) -> str:
 
 
 def pull(reference: str, config: dict[str, t.Any]) -> None:
-    """`docker pull` with the root-owned registry login (DOCKER_CONFIG), output to stderr.
+    """`docker pull` (registry.pull, the same as mode prepare's) with the root-owned registry login
+    (DOCKER_CONFIG), output to stderr.
 
     The Docker client runs helpers its configuration names (credsStore, credHelpers, CLI plugins,
     contexts), so root uses only a client directory that root alone can change."""
@@ -167,24 +167,17 @@ def pull(reference: str, config: dict[str, t.Any]) -> None:
     check_root_only(docker_config, "docker_config")
     if os.path.lexists(os.path.join(docker_config, "config.json")):
         check_root_only(os.path.join(docker_config, "config.json"), "docker_config")
-    # Nothing of the caller's environment: under sudo without secure_path its PATH would choose
-    # which `docker` root runs, and DOCKER_HOST/DOCKER_CONTEXT/... where the client goes.
-    try:
-        home = pwd.getpwuid(os.geteuid()).pw_dir
-    except KeyError:
-        home = "/"
-    env = {"PATH": SAFE_PATH, "HOME": home, "DOCKER_CONFIG": docker_config, "LANG": "C.UTF-8"}
-    argv = [config.get("docker_command") or "docker", "pull", reference]
-    if not sys.stderr.isatty():
-        argv.insert(2, "--quiet")  # layer progress is only useful on a terminal
+    # Nothing of the caller's environment (registry.py): under sudo without secure_path its PATH
+    # would choose which `docker` root runs, and DOCKER_HOST/DOCKER_CONTEXT/... where the client goes.
     _err("%s: docker pull %s" % (PROG, reference))
     try:
-        proc = subprocess.run(argv, env=env, stdout=sys.stderr, stderr=subprocess.STDOUT, check=False)
-    except OSError as exc:
-        raise CliError("cannot run %s: %s" % (argv[0], exc.strerror), EXIT_FAILED)
-    if proc.returncode != 0:
+        registry.pull(reference, docker_config, config.get("docker_command") or "docker", timeout=None,
+                      output=sys.stderr)
+    except RegistryError as exc:
+        if exc.returncode is None:
+            raise CliError("cannot run %s" % exc, EXIT_FAILED)
         raise CliError("docker pull %s failed (exit %d); nothing was changed, the live release keeps serving"
-                       % (reference, proc.returncode), EXIT_FAILED)
+                       % (reference, exc.returncode), EXIT_FAILED)
 
 
 def read_records(path: str, limit: int | None = None) -> list[dict[str, t.Any]]:
@@ -195,33 +188,13 @@ def read_records(path: str, limit: int | None = None) -> list[dict[str, t.Any]]:
         raise CliError(str(exc), EXIT_FAILED)
 
 
-def snapshot_before_leaving(records: list[dict[str, t.Any]], release: str) -> dict[str, t.Any] | None:
-    """The newest successful record that replaced `release` and took a snapshot first: its snapshot
-    is the database as `release` left it, before the next release's pre-switch commands ran."""
-    for record in reversed(records):
-        if record.get("result") == "ok" and record.get("previous_release") == release \
-                and record.get("release") != release and record.get("snapshot"):
-            return record
-    return None
-
-
 def snapshot_in_backups(snapshot: t.Any, backups_dir: str) -> str:
-    """The snapshot path of a releases.jsonl record, accepted only as a regular file (no symlink)
-    directly in the backup directory: the deploy user could write that log on a server app_host has
-    not made it root's yet, and root copies the snapshot over the database."""
-    name = os.path.basename(str(snapshot))
-    if not isinstance(snapshot, str) or os.path.normpath(os.path.dirname(snapshot)) != os.path.normpath(backups_dir) \
-            or name in ("", ".", ".."):
-        raise CliError("refusing snapshot %r from the releases log: not a file of the backup directory %s"
-                       % (snapshot, backups_dir), EXIT_FAILED)
+    """restore.snapshot_in_backups (mode restore's check of a releases.jsonl snapshot path); a
+    refused one is a CliError."""
     try:
-        info = os.lstat(snapshot)
-    except FileNotFoundError:
-        return snapshot  # reported as pruned by the caller
-    if not stat.S_ISREG(info.st_mode):
-        raise CliError("refusing snapshot %s: not a regular file of the backup directory %s (a symlink?)"
-                       % (snapshot, backups_dir), EXIT_FAILED)
-    return snapshot
+        return _snapshot_in_backups(snapshot, backups_dir)
+    except SwapError as exc:
+        raise CliError(str(exc), EXIT_FAILED)
 
 
 def lock_holder(lock_file: str) -> dict[str, t.Any] | None:

@@ -46,6 +46,7 @@ class Run:
         self.pre_switch_started = False
         self.switched = False  # traffic is on the new container now
         self.ever_switched = False  # it was at some point (the new release may have written data)
+        self.remove_after_stop = False  # prune: the old release goes once the background stop ends
 
     # -- bookkeeping ----------------------------------------------------------------------------
     def enter(self, phase: str) -> float:

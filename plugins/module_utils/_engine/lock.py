@@ -20,6 +20,10 @@ from .audit import utc_now
 from .errors import LockTimeout, UnsafePathError
 from .paths import open_state_file
 
+# The holder phase of a run's background stop of its old release (phases_traffic.py): later runs
+# wait for it (up to stop_grace_seconds + 5 s) instead of failing.
+BACKGROUND_PHASE = "stop_old"
+
 
 def holder_message(lock_file: str, holder: t.Optional[dict[str, t.Any]], waited: float) -> str:
     """The message a blocked deploy shows: who holds the lock and what it is doing."""
@@ -57,7 +61,9 @@ class DeployLock:
             time.sleep(0.02)  # the holder may be rewriting it right now
         return None
 
-    def acquire(self, timeout: float, poll: float = 0.1) -> None:
+    def acquire(self, timeout: float, poll: float = 0.1, background_wait: float = 0.0) -> None:
+        """Wait up to `timeout` s for the lock; up to `background_wait` s (when longer) while the
+        holder is only a previous run's background stop of its old release (phase stop_old)."""
         parent = os.path.dirname(self.path)
         if parent:
             os.makedirs(parent, mode=0o750, exist_ok=True)
@@ -72,7 +78,7 @@ class DeployLock:
                     os.close(fd)
                     raise
             waited = time.monotonic() - started
-            if waited >= timeout:
+            if waited >= timeout and not (waited < background_wait and self._holder_phase() == BACKGROUND_PHASE):
                 os.close(fd)
                 raise LockTimeout(holder_message(self.path, self.read_holder(self.path), waited))
             time.sleep(poll)
@@ -85,6 +91,17 @@ class DeployLock:
         # A holder that ended cleanly marks the file "released"; anything else is an interrupted run.
         self.previous = previous if isinstance(previous, dict) and not previous.get("released") else None
         self._write()
+
+    def _holder_phase(self) -> t.Optional[str]:
+        holder = self.read_holder(self.path)
+        return holder.get("phase") if isinstance(holder, dict) else None
+
+    def hand_over(self) -> None:
+        """Forget the lock without unlocking it: a detached child that shares the descriptor
+        (detach.py) holds it now and releases it when its work is done."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
     def _write(self) -> None:
         if self.fd is None:

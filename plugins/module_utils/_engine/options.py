@@ -240,6 +240,15 @@ def validate_options(opts: SwapOptions) -> None:
             errors.append("image is not used with mode=rollback (the kept release brings its own image)")
         if opts.release:
             errors.append("release is not used with mode=rollback; name the target with rollback_release")
+    elif opts.mode in ("restore", "recreate"):
+        if opts.image:
+            errors.append("image is not used with mode=%s (the live release's image is used)" % opts.mode)
+        if opts.rollback_release is not None:
+            errors.append("rollback_release is only used with mode=rollback")
+        if opts.mode == "recreate" and opts.release:
+            errors.append("release is not used with mode=recreate (the live release is re-created)")
+        if opts.mode == "restore" and not opts.sqlite_path:
+            errors.append("sqlite_path is required when mode=restore (no database snapshot to restore otherwise)")
     for key in ("release", "rollback_release"):
         value = getattr(opts, key)
         if value is not None and (not isinstance(value, str) or not RELEASE_RE.fullmatch(value)):

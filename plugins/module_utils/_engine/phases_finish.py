@@ -68,12 +68,17 @@ def services(run: t.Any, plan: Plan) -> list[str]:
     return names
 
 
-def prune(run: t.Any, live_id: t.Optional[str], live_release: t.Optional[str]) -> list[str]:
+def prune(run: t.Any, live_id: t.Optional[str], live_release: t.Optional[str],
+          stopping_id: t.Optional[str] = None) -> list[str]:
     """Remove stopped web containers beyond releases_to_keep (never the live release), the images
-    only they used, and snapshots beyond backups_to_keep. Returns what was removed."""
+    only they used, and snapshots beyond backups_to_keep. Returns what was removed.
+
+    `stopping_id`: the old release, still running while a background child stops it: it counts
+    as the newest kept release and is never touched here; when releases_to_keep leaves no room
+    for it, run.remove_after_stop says so and the child removes it once stopped."""
     removed = remove_never_started(run)
     webs = [c for c in run.containers() if label(c, LABEL_SERVICE) == SERVICE_WEB
-            and c["Id"] != live_id and not running(c)]
+            and c["Id"] != live_id and (not running(c) or c["Id"] == stopping_id)]
     webs.sort(key=lambda c: c.get("Created", 0), reverse=True)
     kept_releases: list[str] = []
     removed_images = []
@@ -82,6 +87,9 @@ def prune(run: t.Any, live_id: t.Optional[str], live_release: t.Optional[str]) -
         if release != live_release and release not in kept_releases and \
                 len(kept_releases) < run.opts.releases_to_keep:
             kept_releases.append(release)
+            continue
+        if container["Id"] == stopping_id:
+            run.remove_after_stop = True
             continue
         remove_quietly(run, container["Id"])
         removed.append(name(container))

@@ -35,7 +35,7 @@ def lock(run: t.Any, plan: Plan) -> Plan:
     with run.timed("lock"):
         run.lock = DeployLock(opts.lock_file, dict(run.actor, app=opts.app_name, release=plan.release,
                                                    action=plan.action, since=utc_now(), phase="lock"))
-        run.lock.acquire(opts.lock_timeout)
+        run.lock.acquire(opts.lock_timeout, background_wait=opts.stop_grace_seconds + 5)
         plan = run.plan = make_plan(run)
         run.result.from_plan(plan)
         run.lock.update(old_container=plan.live["Id"] if plan.live else None, previous_release=plan.previous_release)

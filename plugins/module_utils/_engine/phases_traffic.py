@@ -6,17 +6,22 @@
 # Do not use this from other collections or standalone plugins/modules!
 
 """Phases that move traffic: switch (point the nginx upstream at the new port, reload, verify
-through the proxy, switch back when that fails), drain (drain.py) and stop_old."""
+through the proxy, switch back when that fails), drain (drain.py) and stop_old (in the
+background: a detached child holds the deploy lock until the old release is stopped)."""
 
 from __future__ import annotations
 
+import os
 import typing as t
 
+from .audit import append_jsonl, audit_record
 from .containers import stop
+from .detach import spawn_detached
+from .docker_api import DockerError
 from .drain import drain as wait_for_drain
 from .errors import ProxyError, ProxyReloadError, SwapError
 from .http_probe import verify
-from .labels import LABEL_PORT, label, name
+from .labels import LABEL_PORT, LABEL_RELEASE, label, name
 from .plan import Plan
 from .proxy_nginx import switch_upstream
 
@@ -77,3 +82,49 @@ def drain(run: t.Any, plan: Plan) -> None:
 def stop_old(run: t.Any, plan: Plan) -> None:
     """Stop the old release's web container (kept, stopped, for rollback)."""
     stop(run, plan.live["Id"])
+
+
+def stop_old_in_background(run: t.Any, plan: Plan,
+                           then: t.Optional[t.Callable[[], None]] = None) -> t.Optional[dict[str, t.Any]]:
+    """Stop the old release's web container in a detached child (detach.py) that takes over the
+    deploy lock: the lock file names the child's pid and phase stop_old until the container is
+    stopped, then the child releases it. The caller returns meanwhile: traffic has left the old
+    release (drain). Returns {container, release, pid}; None when no child could be started
+    (then nothing was handed over: the caller stops it itself). `then` runs in the child after
+    the stop, still under the lock (prune's removal of the old release when none is kept)."""
+    old = plan.live
+    lock = run.lock
+    if lock is None or lock.fd is None:
+        return None
+    stopping = {"container": name(old), "release": label(old, LABEL_RELEASE)}
+
+    def ready() -> None:
+        run.log = lambda message: None  # stderr is /dev/null now
+        lock.update(phase="stop_old", pid=os.getpid(), stopping=stopping["container"])
+
+    def work() -> int:
+        try:
+            stop(run, old["Id"])
+            if then is not None:
+                then()
+        except DockerError as exc:  # the next run's cleanup stops it (the lock journal names it)
+            try:
+                append_jsonl(run.opts.releases_log, audit_record(
+                    {"action": "stop_old", "release": stopping["release"], "failed_phase": "stop_old",
+                     "error": "could not stop %s in the background: %s" % (stopping["container"], exc)},
+                    run.opts.app_name, dict(run.actor, pid=os.getpid()), run.env))
+            except OSError:
+                pass
+            return 1
+        finally:
+            lock.release()
+        return 0
+
+    try:
+        pid = spawn_detached(ready, work, keep=[lock.fd])
+    except OSError as exc:
+        run.log("could not stop %s in the background (%s): stopping it now" % (stopping["container"], exc))
+        return None
+    lock.hand_over()
+    run.lock = None
+    return dict(stopping, pid=pid)

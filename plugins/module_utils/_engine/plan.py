@@ -105,6 +105,19 @@ def make_plan(run: t.Any) -> Plan:
         release = label(target, LABEL_RELEASE)
         image_ref = label(target, LABEL_IMAGE) or target.get("ImageID")
         image = resolve_image(run.docker, target["ImageID"])
+    elif opts.mode == "recreate":  # the live release again, with the current env file and options
+        if live is None:
+            raise SwapError("no release of %s is live on this server (the upstream file %s names port %s), so "
+                            "there is nothing to re-create; deploy one first"
+                            % (opts.app_name, opts.upstream_file, state.upstream_port))
+        release = label(live, LABEL_RELEASE)
+        image = resolve_image(run.docker, live["ImageID"])
+        image_ref = label(live, LABEL_IMAGE) or live["ImageID"]
+        try:  # the reference it was deployed from, if it still names this image (else the image id)
+            if resolve_image(run.docker, image_ref)["id"] != image["id"]:
+                image_ref = live["ImageID"]
+        except SwapError:
+            image_ref = live["ImageID"]
     else:
         image = resolve_image(run.docker, opts.image)
         image_ref = opts.image

@@ -21,12 +21,10 @@ import typing as t
 from .context import Run
 from .docker_api import DockerError, NotFound
 from .errors import SwapError, UnsafePathError
-from .lock import lock_holder
+from .lock import BACKGROUND_PHASE, lock_holder
 from .plan import make_plan
 from .registry import RegistryError, manifest_exists, pull
 from .state import UNKNOWN, live_release
-
-BACKGROUND_STOP_PHASE = "stop_old"
 
 
 def _holder_text(lock_file: str, holder: dict[str, t.Any]) -> str:
@@ -42,7 +40,7 @@ def preflight(run: Run) -> None:
     try:
         holder = lock_holder(opts.lock_file)
         deadline = time.monotonic() + opts.stop_grace_seconds + 5
-        while holder and holder.get("phase") == BACKGROUND_STOP_PHASE and time.monotonic() < deadline:
+        while holder and holder.get("phase") == BACKGROUND_PHASE and time.monotonic() < deadline:
             time.sleep(0.1)
             holder = lock_holder(opts.lock_file)
     except UnsafePathError as exc:

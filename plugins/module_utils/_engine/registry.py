@@ -22,7 +22,12 @@ SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class RegistryError(Exception):
-    """docker pull or docker manifest inspect failed; the message ends with the client's output."""
+    """docker pull or docker manifest inspect failed; the message ends with the client's output
+    (unless it went to a stream). `returncode`: the client's exit code, None when it did not run."""
+
+    def __init__(self, message: str, returncode: t.Optional[int] = None) -> None:
+        super().__init__(message)
+        self.returncode = returncode
 
 
 def docker_env(docker_config: t.Optional[str]) -> dict[str, str]:
@@ -36,22 +41,31 @@ def docker_env(docker_config: t.Optional[str]) -> dict[str, str]:
     return env
 
 
-def _docker(argv: list[str], docker_config: t.Optional[str], timeout: float) -> str:
+def _docker(argv: list[str], docker_config: t.Optional[str], timeout: t.Optional[float],
+            output: t.Optional[t.IO[str]] = None) -> str:
+    """Run the docker client; its output is returned, or written to `output` when given."""
     try:
-        proc = subprocess.run(argv, env=docker_env(docker_config), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              timeout=timeout, check=False)
+        proc = subprocess.run(argv, env=docker_env(docker_config), stdout=output or subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise RegistryError("%s failed: %s" % (" ".join(argv[:2]), exc))
-    output = proc.stdout.decode("utf-8", "replace").strip()
+        raise RegistryError("%s failed: %s" % (" ".join(argv[:2]), getattr(exc, "strerror", None) or exc))
+    text = proc.stdout.decode("utf-8", "replace").strip() if isinstance(proc.stdout, bytes) else ""
     if proc.returncode != 0:
-        raise RegistryError("%s exited %d: %s" % (" ".join(argv[:3]), proc.returncode, output[-2000:]))
-    return output
+        raise RegistryError("%s exited %d%s" % (" ".join(argv[:3]), proc.returncode,
+                                                ": " + text[-2000:] if text else ""), proc.returncode)
+    return text
 
 
 def pull(reference: str, docker_config: t.Optional[str], docker_command: str = "docker",
-         timeout: float = 1800.0) -> None:
-    """docker pull --quiet <reference>."""
-    _docker([docker_command, "pull", "--quiet", reference], docker_config, timeout)
+         timeout: t.Optional[float] = 1800.0, output: t.Optional[t.IO[str]] = None) -> None:
+    """docker pull <reference>, the one pull of both front ends (mode prepare, deploy.sh).
+
+    output None: captured (a failure's message ends with it). A stream (deploy.sh: its stderr):
+    the client writes there, with layer progress only when it is a terminal."""
+    argv = [docker_command, "pull", reference]
+    if output is None or not output.isatty():
+        argv.insert(2, "--quiet")  # layer progress is only useful on a terminal
+    _docker(argv, docker_config, timeout, output)
 
 
 def manifest_exists(reference: str, docker_config: t.Optional[str], docker_command: str = "docker",

@@ -15,7 +15,8 @@ import typing as t
 from .labels import name
 
 # outcome.state values (docs/container_swap.md, RETURN of container_swap).
-STATES = ("deployed", "unchanged", "rolled-back", "would-deploy", "would-pull", "failed", "recreated", "prepared")
+STATES = ("deployed", "unchanged", "rolled-back", "would-deploy", "would-pull", "failed", "recreated", "prepared",
+          "restored", "would-recreate", "would-restore")
 OUTCOME_KEYS = ("state", "action", "phase", "release", "previous", "live", "image", "digest", "phases", "switched",
                 "message")
 
@@ -95,17 +96,23 @@ class Result:
         return data
 
 
-def success_state(data: dict[str, t.Any], check_mode: bool) -> str:
-    """outcome.state of a run that did not fail."""
+def success_state(data: dict[str, t.Any], check_mode: bool, mode: str = "deploy") -> str:
+    """outcome.state of a swap that did not fail."""
     if not data.get("changed"):
         return "unchanged"
+    if mode == "recreate":
+        return "would-recreate" if check_mode else "recreated"
     if check_mode:
         return "would-deploy"
     return "rolled-back" if data.get("action") == "rollback" else "deployed"
 
 
-def success_message(data: dict[str, t.Any], host: str, check_mode: bool, live: t.Optional[str]) -> str:
+def success_message(data: dict[str, t.Any], host: str, check_mode: bool, live: t.Optional[str],
+                    mode: str = "deploy") -> str:
     """One line for humans about a run that did not fail."""
+    if mode == "recreate" and data.get("changed"):
+        return "%s release %s on %s with the current env file and options" % (
+            "would re-create" if check_mode else "re-created", data.get("release"), host)
     if not data.get("changed"):
         return "release %s is already live on %s with this image and configuration; nothing changed" % (
             data.get("release"), host)

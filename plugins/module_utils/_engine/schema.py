@@ -61,7 +61,7 @@ class Option:
 
 
 RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
-MODES = ("deploy", "rollback", "prepare")
+MODES = ("deploy", "rollback", "prepare", "restore", "recreate")
 
 SERVICE_OPTIONS: t.Tuple[Option, ...] = (
     Option("name", "str", "Service name; not web.", required=True),
@@ -72,12 +72,16 @@ SERVICE_OPTIONS: t.Tuple[Option, ...] = (
 OPTIONS: t.Tuple[Option, ...] = (
     Option("app_name", "str", "Name of the app: container names, labels, default paths.", required=True,
            setting="greenlight_app_name"),
-    Option("image", "str", "Image reference to put live; required with mode=deploy, refused with mode=rollback."),
+    Option("image", "str", "Image reference to put live; required with mode=deploy and prepare, refused with "
+           "rollback, restore and recreate."),
     Option("mode", "str", "deploy puts image live; rollback puts a kept earlier release live again; prepare "
-           "checks the lock, pulls image and says whether a deploy would change anything.",
+           "checks the lock, pulls image and says whether a deploy would change anything; restore puts back the "
+           "database snapshot taken when release (default the live one) was replaced; recreate re-creates the live "
+           "release's containers with the current env file.",
            default="deploy", choices=MODES),
     Option("rollback_release", "str", "Release id to roll back to; default the newest kept release other than the live one."),
-    Option("release", "str", "Release id for labels and the audit log; default from the image tag or digest."),
+    Option("release", "str", "Release id for labels and the audit log; default from the image tag or digest. "
+           "mode=restore: the live release whose database snapshot to put back."),
     Option("app_dir", "path", "Directory of the app; base of the derived lock, log and backup paths.",
            setting="greenlight_app_dir"),
     Option("env_file", "path", "Env file of every container, parsed like docker run --env-file.",
@@ -157,6 +161,7 @@ ENGINE_ONLY: t.Tuple[Option, ...] = (
 REQUIRED_IF: t.Tuple[t.Tuple[str, str, t.Tuple[str, ...]], ...] = (
     ("mode", "deploy", ("image",)),
     ("mode", "prepare", ("image",)),
+    ("mode", "restore", ("sqlite_path",)),
 )
 
 BY_NAME: t.Dict[str, Option] = {option.name: option for option in OPTIONS}

@@ -14,7 +14,12 @@ The Ansible module ``container_swap`` and ``deploy.sh`` (cli.py) are both thin f
   -> snapshot -> pre_switch -> static -> start -> health  phases_release.py
   -> switch -> drain -> stop_old                        phases_traffic.py (drain.py)
   -> services -> prune -> record                        phases_finish.py
+  (front ends: stop_old in a detached child after prune, which holds the lock until it is done)
   any failure                                           failure.py
+
+Modes: deploy, rollback, recreate (the live release again, with the current env file: the same
+phases without snapshot and pre_switch) run this sequence; prepare (prepare.py) and restore
+(restore.py) are their own short runs.
 """
 
 from __future__ import annotations
@@ -24,19 +29,24 @@ import typing as t
 
 from . import phases_finish, phases_prepare, phases_release, phases_traffic
 from .audit import append_jsonl, audit_record
+from .containers import remove_quietly
 from .context import Run
 from .docker_api import DockerError
 from .errors import OptionsError, SwapError
 from .failure import fail
 from .http_probe import fetch_release
+from .labels import name
 from .options import SwapOptions, options_from_dict
 from .paths import check_mount_sources
 from .plan import Plan, describe, make_plan, predict
 from .prepare import run_prepare
+from .restore import run_restore
 from .redact import redact, redact_free_text
 from .result import Result, success_message, success_state
 from .state import UNKNOWN, live_release
 
+# The order of a swap (Python API, stop_old synchronous); the front ends stop the old release in
+# the background after prune (before record): ..., drain, services, prune, stop_old, record.
 PHASES = ("plan", "lock", "cleanup", "snapshot", "pre_switch", "static", "start", "health", "switch", "drain",
           "stop_old", "services", "prune", "record")
 
@@ -45,8 +55,9 @@ class Swap:
     """One swap on one server. Use :func:`run_swap`."""
 
     def __init__(self, opts: SwapOptions, docker: t.Optional[t.Any] = None,
-                 log: t.Optional[t.Callable[[str], None]] = None) -> None:
+                 log: t.Optional[t.Callable[[str], None]] = None, background_stop: bool = False) -> None:
         self.ctx = Run(opts, docker=docker, log=log)
+        self.background_stop = background_stop
 
     def run(self) -> dict[str, t.Any]:
         ctx, opts, result = self.ctx, self.ctx.opts, self.ctx.result
@@ -88,7 +99,10 @@ class Swap:
             plan = self._replan()  # the leftovers are gone: decide again
         result.set(action=plan.action)
         if plan.web_change:
-            for phase, wanted in (("snapshot", opts.sqlite_path), ("pre_switch", opts.pre_switch_commands),
+            # recreate: the live image again, whose migrations already ran: no snapshot, no pre-switch.
+            fresh = opts.mode != "recreate"
+            for phase, wanted in (("snapshot", fresh and opts.sqlite_path),
+                                  ("pre_switch", fresh and opts.pre_switch_commands),
                                   ("static", opts.static_source), ("start", True)):
                 if wanted:
                     with ctx.timed(phase):
@@ -100,16 +114,51 @@ class Swap:
             if plan.live:
                 with ctx.timed("drain"):
                     phases_traffic.drain(ctx, plan)
-                with ctx.timed("stop_old"):
-                    phases_traffic.stop_old(ctx, plan)
+                if not self.background_stop:
+                    with ctx.timed("stop_old"):
+                        phases_traffic.stop_old(ctx, plan)
         else:
             result.serving(plan.live, plan.live_port)
-        with ctx.timed("services"):
-            result.set(services=phases_finish.services(ctx, plan))
-        with ctx.timed("prune"):
-            result.set(pruned=phases_finish.prune(ctx, result.get("container_id"), plan.release))
+        stopping = plan.live if plan.web_change and self.background_stop else None
+        try:
+            with ctx.timed("services"):
+                result.set(services=phases_finish.services(ctx, plan))
+            with ctx.timed("prune"):
+                result.set(pruned=phases_finish.prune(ctx, result.get("container_id"), plan.release,
+                                                      stopping_id=stopping["Id"] if stopping else None))
+        except BaseException:
+            if stopping:  # as without the background stop: the old release is kept, stopped
+                try:
+                    phases_traffic.stop_old(ctx, plan)
+                except DockerError as exc:  # the next run's cleanup stops it
+                    ctx.log("could not stop %s: %s" % (name(stopping), exc))
+            raise
+        if stopping:
+            self._stop_old_in_background(plan, stopping)
         phases_finish.record(ctx, plan)
         ctx.release_lock()
+
+    def _stop_old_in_background(self, plan: Plan, old: dict[str, t.Any]) -> None:
+        """The old release no longer gets traffic (drained): a detached child stops it, holding
+        the lock until then (phases_traffic.py), while this run records and returns. When no
+        child can be started, stop it here."""
+        ctx = self.ctx
+
+        def remove_after_stop() -> None:
+            remove_quietly(ctx, old["Id"])
+            phases_finish.prune_images(ctx, [old.get("ImageID")])
+
+        # Not a timed phase here: the lock file must name phase stop_old only with the child's pid.
+        stopping = phases_traffic.stop_old_in_background(ctx, plan,
+                                                         then=remove_after_stop if ctx.remove_after_stop else None)
+        if stopping is None:
+            with ctx.timed("stop_old"):
+                phases_traffic.stop_old(ctx, plan)
+                if ctx.remove_after_stop:
+                    remove_after_stop()
+                    ctx.result.set(pruned=ctx.result.get("pruned", []) + [name(old)])
+            return
+        ctx.result.set(stopping_old=dict(stopping, removed_after=ctx.remove_after_stop))
 
     # -- around the phases ------------------------------------------------------------------------
     def _plan(self) -> Plan:
@@ -120,7 +169,7 @@ class Swap:
                 return self._replan()
         except (SwapError, DockerError) as exc:
             result.set(failed_phase="plan", error=redact(str(exc), ctx.env), phases=ctx.phases,
-                       action="rollback" if opts.mode == "rollback" else "deploy",
+                       action=opts.mode if opts.mode in ("rollback", "recreate") else "deploy",
                        release=opts.release or opts.rollback_release, image=opts.image)
             message = "%s of %s failed in phase plan on %s (nothing was changed): %s" % (
                 result["action"], opts.app_name, ctx.actor["host"], result["error"])
@@ -158,13 +207,17 @@ class Swap:
                 else live_release(ctx.docker, opts.app_name, opts.upstream_file))
         if failure is not None:
             return result.final("failed", live, ctx.switched, failure)
-        return result.final(success_state(result.data, opts.check_mode), live, ctx.switched,
-                            success_message(result.data, ctx.actor["host"], opts.check_mode, live))
+        return result.final(success_state(result.data, opts.check_mode, opts.mode), live, ctx.switched,
+                            success_message(result.data, ctx.actor["host"], opts.check_mode, live, opts.mode))
 
 
 def run_swap(options: t.Union[dict, SwapOptions], docker: t.Optional[t.Any] = None,
-             log: t.Optional[t.Callable[[str], None]] = None) -> dict[str, t.Any]:
-    """Run one swap. Returns the result dict; raises SwapError (with `.result`) on failure."""
+             log: t.Optional[t.Callable[[str], None]] = None, background_stop: bool = False) -> dict[str, t.Any]:
+    """Run one swap. Returns the result dict; raises SwapError (with `.result`) on failure.
+
+    background_stop (the front ends, container_swap and deploy.sh, set it): once traffic has left
+    the old release, a detached child stops it holding the deploy lock, and this returns (result
+    stopping_old); without it (tests, embedding) the old release is stopped before returning."""
     try:
         try:
             opts = options_from_dict(options)
@@ -176,4 +229,6 @@ def run_swap(options: t.Union[dict, SwapOptions], docker: t.Optional[t.Any] = No
         raise
     if opts.mode == "prepare":
         return run_prepare(Run(opts, docker=docker, log=log))
-    return Swap(opts, docker=docker, log=log).run()
+    if opts.mode == "restore":
+        return run_restore(Run(opts, docker=docker, log=log))
+    return Swap(opts, docker=docker, log=log, background_stop=background_stop).run()

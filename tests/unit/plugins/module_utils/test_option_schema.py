@@ -155,8 +155,13 @@ def test_engine_validation_accepts_the_schema_defaults_and_every_choice_and_refu
         if not option.choices:
             continue
         for choice in option.choices:
-            image = None if (option.name == "mode" and choice == "rollback") else "greenlight/todo:v2"
-            engine.options_from_dict(_minimal(image=image, **{option.name: choice}))
+            # A mode gets image only when it needs one (rollback, restore, recreate refuse it),
+            # and whatever else REQUIRED_IF asks of it.
+            needed = {name for name_, value, required in schema.REQUIRED_IF
+                      if name_ == option.name and value == choice for name in required}
+            image = "greenlight/todo:v2" if option.name != "mode" or "image" in needed else None
+            extra = {name: REQUIRED_VALUES[name] for name in needed if name != "image"}
+            engine.options_from_dict(_minimal(image=image, **dict(extra, **{option.name: choice})))
         with pytest.raises(engine.OptionsError, match=option.name):
             engine.options_from_dict(_minimal(**{option.name: "not-a-choice"}))
     for option in schema.OPTIONS:
@@ -167,6 +172,10 @@ def test_engine_validation_accepts_the_schema_defaults_and_every_choice_and_refu
         for name in required:
             with pytest.raises(engine.OptionsError, match=name):
                 engine.options_from_dict({k: v for k, v in _minimal(**{option_name: value}).items() if k != name})
+
+
+# A valid value of each option some REQUIRED_IF rule asks for (the test above fills them in).
+REQUIRED_VALUES = {"sqlite_path": "/opt/todo/data/db.sqlite3"}
 
 
 # ---------------------------------------------------------------------------------------------

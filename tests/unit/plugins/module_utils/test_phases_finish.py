@@ -48,6 +48,26 @@ def test_prune_keeps_releases_to_keep_and_never_the_live_one(tmp_path):
     assert run.result["pruned_images"] == []  # IMAGE_V1 is still used by the kept releases
 
 
+def test_prune_counts_the_release_being_stopped_in_the_background_as_the_newest_kept_one(tmp_path):
+    """The old release still runs while a background child stops it: it is kept (not one more),
+    and never removed here; with no room for it, the child removes it once stopped."""
+    values = options(tmp_path)
+    webs = [web(values, "v%d" % n, IMAGE_V1, 18001, state="exited", created=n) for n in range(1, 4)]
+    old = web(values, "v4", IMAGE_V1, 18001, created=4)  # running: being stopped
+    live = web(values, "v5", IMAGE_V2, 18002, created=5)
+    docker = FakeDocker(webs + [old, live])
+    run = make_run(tmp_path, docker, releases_to_keep=2)
+    assert phases_finish.prune(run, live["Id"], "v5", stopping_id=old["Id"]) == ["todo-web-v2-abc123",
+                                                                                  "todo-web-v1-abc123"]
+    assert [c["Labels"]["greenlight.release"] for c in docker.containers] == ["v3", "v4", "v5"]
+    assert run.remove_after_stop is False
+
+    docker = FakeDocker([old, live])
+    run = make_run(tmp_path, docker, releases_to_keep=0)
+    assert phases_finish.prune(run, live["Id"], "v5", stopping_id=old["Id"]) == []
+    assert docker.calls == [] and run.remove_after_stop is True
+
+
 def test_record_appends_the_result_with_its_phases_to_the_releases_log(tmp_path):
     run = make_run(tmp_path, FakeDocker())
     run.result.set(action="deploy", release="v2", previous_release="v1", changed=True)

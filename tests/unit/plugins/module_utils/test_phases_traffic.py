@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+
 import pytest
 from engine_fakes import IMAGE_V1, FakeDocker, make_run, options, web
 
 from ansible_collections.greenlight.deploy.plugins.module_utils._engine import phases_traffic
-from ansible_collections.greenlight.deploy.plugins.module_utils._engine.errors import SwapError
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.audit import read_records
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.docker_api import DockerError
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.errors import LockTimeout, SwapError
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine.lock import DeployLock, lock_holder
 from ansible_collections.greenlight.deploy.plugins.module_utils._engine.plan import Plan
 
 
@@ -52,3 +59,86 @@ def test_stop_old_stops_the_previous_release_and_keeps_it(tmp_path):
     docker = FakeDocker([live])
     phases_traffic.stop_old(make_run(tmp_path, docker), plan)
     assert docker.calls == [("stop", "id-web-v1")] and docker.containers[0]["State"] == "exited"
+
+
+# -- stop_old in the background (the front ends) -------------------------------------------------
+class SlowStopDocker(FakeDocker):
+    """stop_container blocks until the test creates `go`, then notes the stop in `stopped`
+    (the child is another process: the in-memory fake of the parent never sees its calls)."""
+
+    def __init__(self, containers, go, stopped):
+        super().__init__(containers)
+        self.go, self.stopped = go, stopped
+
+    def stop_container(self, container_id, grace):
+        deadline = time.monotonic() + 20
+        while not self.go.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.stopped.write_text("%s %d\n" % (container_id, os.getpid()))
+
+
+def _wait(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not met within %ss" % timeout)
+
+
+def test_stop_old_in_background_returns_while_the_child_holds_the_lock_until_stopped(tmp_path):
+    plan, live = _plan(options(tmp_path))
+    go, stopped = tmp_path / "go", tmp_path / "stopped"
+    run = make_run(tmp_path, SlowStopDocker([live], go, stopped))
+    lock_file = run.opts.lock_file
+    run.lock = DeployLock(lock_file, dict(run.actor, app="todo", release="v2", phase="prune", old_container="id-web-v1"))
+    run.lock.acquire(1)
+    started = time.monotonic()
+    stopping = phases_traffic.stop_old_in_background(run, plan)
+    assert time.monotonic() - started < 2
+    assert stopping["container"] == "todo-web-v1-abc123" and stopping["release"] == "v1"
+    assert stopping["pid"] != os.getpid() and run.lock is None
+    # The stop has not ended: the lock is held by the child, in phase stop_old, with its pid.
+    holder = lock_holder(lock_file)
+    assert holder["phase"] == "stop_old" and holder["pid"] == stopping["pid"]
+    assert holder["old_container"] == "id-web-v1" and not stopped.exists()
+    with pytest.raises(LockTimeout, match="phase stop_old"):
+        DeployLock(lock_file, {"pid": os.getpid()}).acquire(0.3)
+    go.write_text("")
+    _wait(lambda: lock_holder(lock_file) is None)
+    assert stopped.read_text().split() == ["id-web-v1", str(stopping["pid"])]
+    assert DeployLock.read_holder(lock_file)["released"] is True
+
+
+def test_the_next_deploy_waits_for_the_background_stop_instead_of_failing(tmp_path):
+    plan, live = _plan(options(tmp_path))
+    go, stopped = tmp_path / "go", tmp_path / "stopped"
+    run = make_run(tmp_path, SlowStopDocker([live], go, stopped))
+    run.lock = DeployLock(run.opts.lock_file, dict(run.actor, phase="prune"))
+    run.lock.acquire(1)
+    phases_traffic.stop_old_in_background(run, plan)
+    threading.Timer(1.0, go.write_text, args=("",)).start()
+    nxt = DeployLock(run.opts.lock_file, {"pid": os.getpid(), "phase": "lock"})
+    nxt.acquire(0.2, background_wait=10)  # lock_timeout 0.2 s, yet it waits for the stop
+    try:
+        assert stopped.exists() and nxt.previous is None  # released cleanly by the child
+    finally:
+        nxt.release()
+
+
+def test_a_failed_background_stop_is_recorded_and_frees_the_lock(tmp_path):
+    plan, live = _plan(options(tmp_path))
+
+    class Refusing(FakeDocker):
+        def stop_container(self, container_id, grace):
+            raise DockerError("daemon says no")
+
+    run = make_run(tmp_path, Refusing([live]))
+    run.lock = DeployLock(run.opts.lock_file, dict(run.actor, phase="prune"))
+    run.lock.acquire(1)
+    stopping = phases_traffic.stop_old_in_background(run, plan)
+    _wait(lambda: lock_holder(run.opts.lock_file) is None)
+    _wait(lambda: bool(read_records(run.opts.releases_log)))
+    record = read_records(run.opts.releases_log)[-1]
+    assert record["action"] == "stop_old" and record["result"] == "failed"
+    assert record["actor"]["pid"] == stopping["pid"] and "daemon says no" in record["error"]

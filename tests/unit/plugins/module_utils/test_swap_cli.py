@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.greenlight.deploy.plugins.module_utils._engine import cli, cli_config, state
+from ansible_collections.greenlight.deploy.plugins.module_utils._engine import cli, cli_config, registry, state
 from ansible_collections.greenlight.deploy.plugins.module_utils._engine.cli_config import CliError
 
 
@@ -172,7 +172,7 @@ def test_pull_runs_docker_with_a_fixed_environment(tmp_path: Path, monkeypatch) 
         seen.update(argv=argv, env=env)
         return subprocess.CompletedProcess(argv, 0)
 
-    monkeypatch.setattr(cli_config.subprocess, "run", fake_run)
+    monkeypatch.setattr(registry.subprocess, "run", fake_run)  # the one pull (registry.py)
     cli_config.pull("registry.example.com/team/todo:v1", config)
     assert seen["argv"][0] == "docker"
     env = seen["env"]
@@ -196,6 +196,36 @@ def test_pull_environment_reaches_the_docker_client(tmp_path: Path, monkeypatch)
     seen = dict(line.split("=", 1) for line in dump.read_text().splitlines() if "=" in line)
     assert seen["PATH"] == "/usr/sbin:/usr/bin:/sbin:/bin" and seen["DOCKER_CONFIG"] == str(docker_config)
     assert "GREENLIGHT_PLANTED" not in seen
+
+
+def test_deploy_sh_and_mode_prepare_pull_through_one_function(tmp_path: Path, monkeypatch) -> None:
+    """deploy.sh's pull is registry.pull (mode prepare's), streaming to stderr; a failure says the
+    client's exit code and that nothing changed."""
+    docker_config = tmp_path / "docker"
+    docker_config.mkdir(mode=0o700)
+    config = json.loads(_config(tmp_path, tmp_path / "unused", docker_config).read_text())
+    seen: list = []
+
+    def fake_pull(reference, docker_config, docker_command="docker", timeout=1800.0, output=None):
+        seen.append((reference, docker_config, docker_command, output))
+        raise registry.RegistryError("docker pull registry.example.com/team/todo:v1 exited 3", 3)
+
+    monkeypatch.setattr(registry, "pull", fake_pull)
+    with pytest.raises(CliError, match=r"docker pull registry.example.com/team/todo:v1 failed \(exit 3\); "
+                                       r"nothing was changed, the live release keeps serving"):
+        cli_config.pull("registry.example.com/team/todo:v1", config)
+    assert seen == [("registry.example.com/team/todo:v1", str(docker_config), config["docker_command"],
+                     cli_config.sys.stderr)]
+
+
+def test_a_streamed_pull_shows_the_output_where_it_is_sent(tmp_path: Path) -> None:
+    helper = tmp_path / "docker"
+    helper.write_text("#!/bin/sh\necho \"pulled $*\"\nexit 0\n")
+    helper.chmod(0o755)
+    out = tmp_path / "out"
+    with open(out, "w") as stream:
+        registry.pull("todo:v1", None, str(helper), output=stream)
+    assert out.read_text() == "pulled pull --quiet todo:v1\n"  # not a terminal: no layer progress
 
 
 def _records_file(tmp_path: Path, records: list[dict]) -> Path:
