@@ -53,14 +53,19 @@ def last_record(host) -> dict:
 
 
 def test_engine_and_script_are_root_owned(host) -> None:
-    for path in (INSTALL_DIR, f"{INSTALL_DIR}/greenlight"):
-        directory = host.file(path)
-        assert directory.is_directory and directory.user == "root" and directory.mode == 0o755
+    directory = host.file(INSTALL_DIR)
+    assert directory.is_directory and directory.user == "root" and directory.mode == 0o755
     script = host.file(f"{INSTALL_DIR}/deploy.sh")
     assert script.user == "root" and script.mode == 0o755
-    for name in ("__init__.py", "swap.py", "docker_api.py", "proxy_nginx.py", "cli.py", "../deploy.json"):
-        installed = host.file(f"{INSTALL_DIR}/greenlight/{name}")
+    for name in ("greenlight.zip", "deploy.json"):
+        installed = host.file(f"{INSTALL_DIR}/{name}")
         assert installed.is_file and installed.user == "root" and installed.mode == 0o644, name
+    # The engine is the package greenlight inside the archive, the one deploy.sh imports; the
+    # directory of the layout before the archive is gone.
+    listing = host.check_output(f"python3 -m zipfile -l {INSTALL_DIR}/greenlight.zip")
+    for name in ("__init__.py", "swap.py", "docker_api.py", "proxy_nginx.py", "cli.py", "drain.py"):
+        assert f"greenlight/{name}" in listing, name
+    assert not host.file(f"{INSTALL_DIR}/greenlight").exists
     link = host.file(DEPLOY_SH)
     assert link.is_symlink and link.linked_to == f"{INSTALL_DIR}/deploy.sh"
 
@@ -234,10 +239,10 @@ def test_no_argument_makes_root_use_another_configuration(host, argv: list[str])
 
 
 def test_deploy_user_cannot_change_the_configuration_or_the_registry_login(host) -> None:
-    for path in (f"{INSTALL_DIR}/deploy.json", f"{INSTALL_DIR}/deploy.sh", f"{INSTALL_DIR}/greenlight/cli.py",
+    for path in (f"{INSTALL_DIR}/deploy.json", f"{INSTALL_DIR}/deploy.sh", f"{INSTALL_DIR}/greenlight.zip",
                  "/root/.docker/config.json", "/etc/nginx/greenlight/todo-upstream.conf"):
         assert host.run(f"sudo -u deploy sh -c ': >> {path}'").rc != 0, path
-    for directory in (INSTALL_DIR, f"{INSTALL_DIR}/greenlight", "/root/.docker", "/etc/nginx/greenlight"):
+    for directory in (INSTALL_DIR, "/root/.docker", "/etc/nginx/greenlight"):
         assert host.run(f"sudo -u deploy touch {directory}/planted").rc != 0, directory
     # A docker config the deploy user writes in its own home (credsStore names a helper root would
     # run) is not what root pulls with.
