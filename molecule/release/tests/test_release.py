@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import time
 
 import yaml
 from ansible.parsing.vault import VaultLib, VaultSecret
@@ -114,5 +115,12 @@ def test_env_file_holds_the_vault_values_and_is_private(host) -> None:
 def test_deploy_lock_is_free(host) -> None:
     lock = host.file(f"{APP_DIR}/deploy.lock")
     assert lock.is_file and lock.user == "root"
+    # The last deploy may still be stopping the old release in the background (it holds the lock
+    # in phase stop_old until then): wait for that, never for anything else.
+    deadline = time.monotonic() + 30
+    while host.run(f"flock -n {APP_DIR}/deploy.lock true").rc != 0 and time.monotonic() < deadline:
+        holder = json.loads(host.check_output(f"{APP_DIR}/deploy.sh status --json"))["lock"]
+        assert holder is None or holder["phase"] == "stop_old", holder
+        time.sleep(0.5)
     assert host.run(f"flock -n {APP_DIR}/deploy.lock true").rc == 0
     assert json.loads(host.check_output(f"{APP_DIR}/deploy.sh status --json"))["lock"] is None
