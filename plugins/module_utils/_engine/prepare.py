@@ -11,27 +11,51 @@ can be prepared together and swapped only when every one of them is ready.
 preflight: fail fast when another deploy holds the lock (naming its holder), but wait, up to
 stop_grace_seconds + 5 s, for a previous run's background stop of its old release; pull: the
 image with the registry login (check mode: look for it locally, else ask the registry); then
-resolve its id and digest and plan the swap, to say whether it would change anything (noop)."""
+resolve its id and digest and plan the swap, to say whether it would change anything (noop). On a
+noop, one GET of proxy_verify_url tells whether nginx still answers (proxy_verified, as the swap
+reports it), so a caller that skips the swap needs no smoke request of its own."""
 
 from __future__ import annotations
 
+import http.client
 import time
 import typing as t
 
 from .context import Run
 from .docker_api import DockerError, NotFound
 from .errors import SwapError, UnsafePathError
+from .http_probe import fetch_release
 from .lock import BACKGROUND_PHASE, lock_holder
 from .plan import make_plan
 from .registry import RegistryError, manifest_exists, pull
-from .state import UNKNOWN, live_release
+from .state import live_release
 
 
-def _holder_text(lock_file: str, holder: dict[str, t.Any]) -> str:
-    return ("another deploy holds %s: %s of release %s by pid %s (user %s), phase %s, since %s; wait for it to "
-            "finish and re-run (the lock frees itself when that process ends)"
-            % (lock_file, holder.get("action", "deploy"), holder.get("release"), holder.get("pid"),
-               holder.get("user"), holder.get("phase"), holder.get("since")))
+def _holder_text(run: Run, holder: dict[str, t.Any]) -> str:
+    opts = run.opts
+    if holder.get("pid") in (None, "unknown"):
+        who = "a process that wrote no details into it (not a greenlight deploy?)."
+    else:
+        who = "%s of release %s by pid %s (user %s), phase %s, since %s." % (
+            holder.get("action", "deploy"), holder.get("release"), holder.get("pid"), holder.get("user"),
+            holder.get("phase"), holder.get("since"))
+    return ("Another deploy of %s holds %s on %s: %s Wait for it to finish and re-run (the lock frees itself when "
+            "that process ends)" % (opts.app_name, opts.lock_file, run.actor["host"], who))
+
+
+def proxy_check(run: Run) -> t.Optional[dict[str, t.Any]]:
+    """One GET of proxy_verify_url (not in check mode): what it answered when the status is an
+    accepted one, else None (nginx down or the app failing: the caller's smoke check says so)."""
+    opts = run.opts
+    if opts.check_mode or not opts.proxy_verify_url:
+        return None
+    try:
+        status, release = fetch_release(opts.proxy_verify_url, timeout=min(5.0, opts.proxy_verify_timeout))
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+    if status not in opts.health_statuses:
+        return None
+    return {"url": opts.proxy_verify_url, "status": status, "release": release, "attempts": 1}
 
 
 def preflight(run: Run) -> None:
@@ -44,9 +68,9 @@ def preflight(run: Run) -> None:
             time.sleep(0.1)
             holder = lock_holder(opts.lock_file)
     except UnsafePathError as exc:
-        raise SwapError(str(exc))
+        raise SwapError("Cannot check the deploy lock %s on %s: %s" % (opts.lock_file, run.actor["host"], exc))
     if holder:
-        raise SwapError(_holder_text(opts.lock_file, holder))
+        raise SwapError(_holder_text(run, holder))
 
 
 def _local_image(run: Run) -> t.Optional[dict[str, t.Any]]:
@@ -85,14 +109,17 @@ def run_prepare(run: Run) -> dict[str, t.Any]:
                 "plan": "plan"}[phase]
         message = "%s %s failed on %s: %s." % (what, opts.image, host, str(exc).rstrip("."))
         if phase == "preflight":
-            message = "%s on %s: %s." % ("preflight", host, str(exc).rstrip("."))
+            message = "%s." % str(exc).rstrip(".")
         message += " Nothing was changed on %s." % host
         result.failed(phase, message, False, run.phases)
-        live = live_release(run.docker, opts.app_name, opts.upstream_file) if phase != "preflight" else UNKNOWN
+        live = live_release(run.docker, opts.app_name, opts.upstream_file)
         raise SwapError(message, result.final("failed", live, False, message))
     result.from_plan(plan)
     result.set(action="prepare", changed=(before or {}).get("Id") != after["Id"], noop=not plan.changed,
                image_id=after["Id"], image_digest=plan.image_digest, phases=run.phases)
+    verified = proxy_check(run) if not plan.changed else None
+    if verified:
+        result.set(proxy_verified=verified)
     message = "%s is ready on %s (release %s; %s)" % (
         opts.image, host, plan.release, "already live, nothing to swap" if not plan.changed else "%s is live" % live)
     return result.final("prepared", live, False, message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import socket
 import subprocess
 import threading
@@ -120,3 +121,62 @@ def test_every_failure_has_an_outcome_even_bad_options(tmp_path):
     outcome = caught.value.result["outcome"]
     assert set(outcome) == set(OUTCOME_KEYS) and outcome["state"] == "failed" and outcome["phase"] == "options"
     assert caught.value.result["switched"] is False and caught.value.result["live_release"] == "unknown"
+
+
+def test_a_held_lock_is_named_as_deploy_yml_says_it_with_what_serves(tmp_path, docker_cli):
+    """The one-line message deploy.yml prints (app, lock file, host, holder) and the live release,
+    read although the lock is held (the summary's "live:")."""
+    values = options(tmp_path)
+    (tmp_path / "app").mkdir()
+    (tmp_path / "todo-upstream.conf").write_text("server 127.0.0.1:18001;\n")
+    lock_file = tmp_path / "app" / "deploy.lock"
+    holder = DeployLock(str(lock_file), {"pid": 4242, "user": "ci", "release": "v9", "phase": "health",
+                                         "action": "deploy", "since": "2026-01-01T00:00:00Z"})
+    holder.acquire(1)
+    try:
+        with pytest.raises(SwapError) as caught:
+            _prepare(tmp_path, FakeDocker([web(values, "v1", "sha256:" + "1" * 64, 18001)]))
+    finally:
+        holder.release()
+    assert str(caught.value) == (
+        "Another deploy of todo holds %s on %s: deploy of release v9 by pid 4242 (user ci), phase health, since "
+        "2026-01-01T00:00:00Z. Wait for it to finish and re-run (the lock frees itself when that process ends). "
+        "Nothing was changed on %s." % (lock_file, HOST, HOST))
+    assert caught.value.result["live_release"] == "v1" and caught.value.result["outcome"]["live"] == "v1"
+
+
+class _Answer(http.server.BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.send_response(self.status)
+        self.send_header("X-Release", "v2")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("status", [200, 502])
+def test_a_noop_prepare_asks_the_proxy_once_as_the_swap_does(tmp_path, docker_cli, status):
+    """No swap follows a noop, so prepare's own GET of proxy_verify_url is what spares deploy.yml a
+    smoke request: proxy_verified when nginx answers an accepted status, absent otherwise."""
+    handler = type("Answer", (_Answer,), {"status": status})
+    server = http.server.HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = "http://127.0.0.1:%d/health" % server.server_address[1]
+    try:
+        values = options(tmp_path, proxy_verify_url=url)
+        (tmp_path / "todo-upstream.conf").write_text("server 127.0.0.1:18001;\n")
+        docker = FakeDocker([web(values, "v2", IMAGE_V2, 18001)])
+        docker_cli["docker"] = docker
+        result = _prepare(tmp_path, docker, proxy_verify_url=url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result["noop"] is True
+    if status == 200:
+        assert result["proxy_verified"] == {"url": url, "status": 200, "release": "v2", "attempts": 1}
+    else:
+        assert "proxy_verified" not in result
