@@ -15,7 +15,8 @@ description:
     (C(plugins/module_utils/_engine/*.py)) as the Python package C(greenlight), and returns its path.
   - The archive is byte for byte the same for the same engine files (fixed timestamps and modes,
     sorted entries, stored uncompressed), so copying it to a server is idempotent; it lives in
-    Ansible's local temporary directory of the run, removed when the run ends.
+    Ansible's local temporary directory of the run (never a shared one such as C(/tmp)), removed
+    when the run ends; a file already there with other bytes is replaced.
   - The role C(greenlight.deploy.deploy_script) copies it next to C(deploy.sh), which imports the
     engine from it; one file to copy instead of one task round trip per engine file.
 options: {}
@@ -74,11 +75,27 @@ def engine_archive_bytes(engine_dir: str = ENGINE_DIR) -> bytes:
 class LookupModule(LookupBase):
     def run(self, terms, variables=None, **kwargs):
         data = engine_archive_bytes()
-        directory = C.DEFAULT_LOCAL_TMP if os.path.isdir(C.DEFAULT_LOCAL_TMP) else tempfile.gettempdir()
+        # Ansible's local temporary directory of this run (private, removed when the run ends);
+        # never a shared one such as /tmp, where another user could plant the file first.
+        directory = C.DEFAULT_LOCAL_TMP
+        if not os.path.isdir(directory):
+            raise AnsibleError("greenlight.deploy: Ansible's local temporary directory %s does not exist" % directory)
         path = os.path.join(directory, "greenlight-engine-%s.zip" % hashlib.sha256(data).hexdigest()[:16])
-        if not os.path.exists(path):
-            fd, temp = tempfile.mkstemp(dir=directory, prefix=".greenlight-engine-")
+        try:
+            with open(path, "rb") as handle:
+                if handle.read() == data:
+                    return [path]
+        except FileNotFoundError:
+            pass
+        fd, temp = tempfile.mkstemp(dir=directory, prefix=".greenlight-engine-")
+        try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
             os.replace(temp, path)
+        except BaseException:
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
+            raise
         return [path]

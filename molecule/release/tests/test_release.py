@@ -43,6 +43,7 @@ def records(host) -> list[dict]:
 
 
 def test_v2_runs_with_its_labels(host) -> None:
+    wait_for_background_stop(host)
     running = [c for c in web_containers(host) if c["State"]["Running"]]
     assert len(running) == 1, [c["Name"] for c in running]
     labels = running[0]["Config"]["Labels"]
@@ -70,6 +71,7 @@ def test_upstream_names_the_port_of_v2(host) -> None:
 
 
 def test_v1_is_kept_stopped_for_rollback(host) -> None:
+    wait_for_background_stop(host)
     v1 = web_containers(host, "greenlight.release=v1")
     assert len(v1) == 1
     assert not v1[0]["State"]["Running"] and v1[0]["State"]["Status"] == "exited"
@@ -112,15 +114,19 @@ def test_env_file_holds_the_vault_values_and_is_private(host) -> None:
     assert differ == []
 
 
+def wait_for_background_stop(host) -> None:
+    """The last deploy may still be stopping the old release in the background (it holds the lock
+    in phase stop_old, or has just written "released"): wait for that, never for anything else."""
+    deadline = time.monotonic() + 30
+    while host.run(f"flock -n {APP_DIR}/deploy.lock true").rc != 0 and time.monotonic() < deadline:
+        holder = json.loads(host.check_output(f"{APP_DIR}/deploy.sh status --json --last 0"))["lock"]
+        assert holder is None or holder["phase"] in ("stop_old", "done"), holder
+        time.sleep(0.5)
+
+
 def test_deploy_lock_is_free(host) -> None:
     lock = host.file(f"{APP_DIR}/deploy.lock")
     assert lock.is_file and lock.user == "root"
-    # The last deploy may still be stopping the old release in the background (it holds the lock
-    # in phase stop_old until then): wait for that, never for anything else.
-    deadline = time.monotonic() + 30
-    while host.run(f"flock -n {APP_DIR}/deploy.lock true").rc != 0 and time.monotonic() < deadline:
-        holder = json.loads(host.check_output(f"{APP_DIR}/deploy.sh status --json"))["lock"]
-        assert holder is None or holder["phase"] == "stop_old", holder
-        time.sleep(0.5)
+    wait_for_background_stop(host)
     assert host.run(f"flock -n {APP_DIR}/deploy.lock true").rc == 0
     assert json.loads(host.check_output(f"{APP_DIR}/deploy.sh status --json"))["lock"] is None

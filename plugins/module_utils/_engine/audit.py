@@ -88,7 +88,9 @@ def read_records(path: str, limit: int | None = None) -> list[dict[str, t.Any]]:
     except FileNotFoundError:
         return []
     records = []
-    for line in lines[-limit:] if limit else lines:
+    if limit is not None:
+        lines = lines[-limit:] if limit > 0 else []
+    for line in lines:
         try:
             record = json.loads(line)
         except ValueError:

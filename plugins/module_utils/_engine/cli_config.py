@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 import sys
 import typing as t
 
@@ -22,6 +21,7 @@ from .errors import SwapError, UnsafePathError
 from .lock import lock_holder as _lock_holder
 from . import registry
 from .options import OPTION_NAMES, options_from_dict, parse_image_reference
+from .paths import root_only_problem
 from .registry import RegistryError
 from .restore import snapshot_in_backups as _snapshot_in_backups
 
@@ -66,34 +66,13 @@ def _err(text: str) -> None:
 
 
 def check_root_only(path: str, setting: str) -> None:
-    """Refuse a file root reads commands or credentials from unless only root (the user running
-    this) can change it: the file and every directory above it, along the path as written and
-    along its resolved path, belong to root and are writable by nobody else (a sticky directory
-    such as /tmp above it is fine: others cannot rename what is in it)."""
-    euid = os.geteuid()
-    for chain_start in (os.path.abspath(path), os.path.realpath(path)):
-        current = chain_start
-        while True:
-            try:
-                info = os.lstat(current)
-            except OSError as exc:
-                raise CliError("cannot read %s (%s): %s" % (current, setting, exc.strerror), EXIT_FAILED)
-            problem = None
-            if info.st_uid not in (0, euid):
-                problem = "belongs to uid %d" % info.st_uid
-            elif not stat.S_ISLNK(info.st_mode) and info.st_mode & 0o022 and not (
-                    current != chain_start and stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX):
-                problem = "is writable by %s" % ("group and others" if info.st_mode & 0o022 == 0o022
-                                                 else "its group" if info.st_mode & 0o020 else "others")
-            if problem:
-                raise CliError("refusing %s (%s): %s %s, but deploy.sh runs as root and must only use files "
-                               "that root alone can change; re-run playbooks/setup.yml (roles deploy_script "
-                               "and registry_login) or fix the owner and mode" % (path, setting, current, problem),
-                               EXIT_FAILED)
-            parent = os.path.dirname(current)
-            if parent == current:
-                break
-            current = parent
+    """Refuse a file root reads commands or credentials from unless only root can change it
+    (paths.root_only_problem)."""
+    problem = root_only_problem(path)
+    if problem:
+        raise CliError("refusing %s (%s): %s, but deploy.sh runs as root and must only use files that root alone "
+                       "can change; re-run playbooks/setup.yml (roles deploy_script and registry_login) or fix "
+                       "the owner and mode" % (path, setting, problem), EXIT_FAILED)
 
 
 def load_config(path: str) -> dict[str, t.Any]:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import typing as t
 
@@ -47,6 +48,8 @@ class Run:
         self.switched = False  # traffic is on the new container now
         self.ever_switched = False  # it was at some point (the new release may have written data)
         self.remove_after_stop = False  # prune: the old release goes once the background stop ends
+        # Write end of the pipe the background stop waits on (phases_traffic.stop_old_in_background).
+        self.recorded_fd: t.Optional[int] = None
 
     # -- bookkeeping ----------------------------------------------------------------------------
     def enter(self, phase: str) -> float:
@@ -70,6 +73,20 @@ class Run:
         if self.lock:
             self.lock.release()
             self.lock = None
+        self.recorded(False)
+
+    def recorded(self, ok: bool = True) -> None:
+        """Tell the background stop (if any) that the audit record is written (ok) or never will
+        be (not ok: it then leaves the lock file as an interrupted run's)."""
+        if self.recorded_fd is not None:
+            try:
+                if ok:
+                    os.write(self.recorded_fd, b"1")
+            except OSError:
+                pass
+            finally:
+                os.close(self.recorded_fd)
+                self.recorded_fd = None
 
     # -- state ----------------------------------------------------------------------------------
     def read_env(self) -> None:

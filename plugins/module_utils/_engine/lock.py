@@ -23,6 +23,8 @@ from .paths import open_state_file
 # The holder phase of a run's background stop of its old release (phases_traffic.py): later runs
 # wait for it (up to stop_grace_seconds + 5 s) instead of failing.
 BACKGROUND_PHASE = "stop_old"
+# A holder that wrote "released" unlocks right after: waited for this much longer at most.
+RELEASING_GRACE = 2.0
 
 
 def holder_message(lock_file: str, holder: t.Optional[dict[str, t.Any]], waited: float) -> str:
@@ -78,7 +80,7 @@ class DeployLock:
                     os.close(fd)
                     raise
             waited = time.monotonic() - started
-            if waited >= timeout and not (waited < background_wait and self._holder_phase() == BACKGROUND_PHASE):
+            if waited >= timeout and waited >= self._patience(timeout, background_wait):
                 os.close(fd)
                 raise LockTimeout(holder_message(self.path, self.read_holder(self.path), waited))
             time.sleep(poll)
@@ -92,9 +94,16 @@ class DeployLock:
         self.previous = previous if isinstance(previous, dict) and not previous.get("released") else None
         self._write()
 
-    def _holder_phase(self) -> t.Optional[str]:
+    def _patience(self, timeout: float, background_wait: float) -> float:
+        """How long to wait for the current holder: longer for a previous run's background stop
+        (phase stop_old), and a moment longer for a holder that already wrote "released" (it
+        unlocks right after writing that)."""
         holder = self.read_holder(self.path)
-        return holder.get("phase") if isinstance(holder, dict) else None
+        if not isinstance(holder, dict):
+            return timeout
+        if holder.get("released"):
+            return timeout + RELEASING_GRACE
+        return max(timeout, background_wait) if holder.get("phase") == BACKGROUND_PHASE else timeout
 
     def hand_over(self) -> None:
         """Forget the lock without unlocking it: a detached child that shares the descriptor
@@ -113,6 +122,16 @@ class DeployLock:
     def update(self, **fields: t.Any) -> None:
         self.info.update(fields)
         self._write()
+
+    def abandon(self) -> None:
+        """Unlock without marking the run as ended: the next run sees what this file says as an
+        interrupted run (recovered_from) and converges from it, as after a kill -9."""
+        if self.fd is not None:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self.fd)
+                self.fd = None
 
     def release(self) -> None:
         if self.fd is None:

@@ -139,3 +139,30 @@ def _links_on_the_way(path: str, limit: int = 40) -> list[str]:
         else:
             current = candidate
     return links
+
+
+def root_only_problem(path: str) -> t.Optional[str]:
+    """What lets someone other than root change `path` (a file root reads commands or credentials
+    from, such as the registry login's Docker client directory), or None: the file and every
+    directory above it, along the path as written and along its resolved path, belong to root
+    (or the user running this) and are writable by nobody else (a sticky directory such as /tmp
+    above it is fine: others cannot rename what is in it)."""
+    euid = os.geteuid()
+    for chain_start in (os.path.abspath(path), os.path.realpath(path)):
+        current = chain_start
+        while True:
+            try:
+                info = os.lstat(current)
+            except OSError as exc:
+                return "cannot read %s: %s" % (current, exc.strerror)
+            if info.st_uid not in (0, euid):
+                return "%s belongs to uid %d" % (current, info.st_uid)
+            if not stat.S_ISLNK(info.st_mode) and info.st_mode & 0o022 and not (
+                    current != chain_start and stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX):
+                return "%s is writable by %s" % (current, "group and others" if info.st_mode & 0o022 == 0o022
+                                                 else "its group" if info.st_mode & 0o020 else "others")
+            parent = os.path.dirname(current)
+            if parent == current:
+                break
+            current = parent
+    return None

@@ -12,6 +12,7 @@ background: a detached child holds the deploy lock until the old release is stop
 from __future__ import annotations
 
 import os
+import select
 import typing as t
 
 from .audit import append_jsonl, audit_record
@@ -84,47 +85,87 @@ def stop_old(run: t.Any, plan: Plan) -> None:
     stop(run, plan.live["Id"])
 
 
+# How long the background child waits for the deploy to write its audit record before it lets
+# the lock go anyway (as an interrupted run, see below).
+RECORDED_WAIT_SECONDS = 60.0
+
+
+def _wait_recorded(fd: int, timeout: float = RECORDED_WAIT_SECONDS) -> bool:
+    """True once the deploy wrote its audit record (it writes one byte); False when it closed the
+    pipe without it (it died or failed to record) or did not within `timeout` seconds."""
+    try:
+        readable = select.select([fd], [], [], timeout)[0]
+        return bool(readable) and os.read(fd, 1) == b"1"
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def stop_old_in_background(run: t.Any, plan: Plan,
                            then: t.Optional[t.Callable[[], None]] = None) -> t.Optional[dict[str, t.Any]]:
     """Stop the old release's web container in a detached child (detach.py) that takes over the
     deploy lock: the lock file names the child's pid and phase stop_old until the container is
-    stopped, then the child releases it. The caller returns meanwhile: traffic has left the old
-    release (drain). Returns {container, release, pid}; None when no child could be started
-    (then nothing was handed over: the caller stops it itself). `then` runs in the child after
-    the stop, still under the lock (prune's removal of the old release when none is kept)."""
+    stopped AND the deploy wrote its audit record (run.recorded(), one byte through a pipe), so
+    releases.jsonl keeps its order and no other run starts before that line is written. Then the
+    child releases the lock. When the stop failed, or the deploy never said it recorded (killed
+    meanwhile), the child unlocks without marking the run ended: the next run sees an interrupted
+    run (recovered_from) and its cleanup keeps the old release, as after a kill -9.
+    Returns {container, release, pid}; None when no child could be started (then nothing was
+    handed over: the caller stops it itself). `then` runs in the child after the stop, still
+    under the lock (prune's removal of the old release when none is kept)."""
     old = plan.live
     lock = run.lock
     if lock is None or lock.fd is None:
         return None
     stopping = {"container": name(old), "release": label(old, LABEL_RELEASE)}
+    recorded_read, recorded_write = os.pipe()
 
     def ready() -> None:
         run.log = lambda message: None  # stderr is /dev/null now
         lock.update(phase="stop_old", pid=os.getpid(), stopping=stopping["container"])
 
     def work() -> int:
+        failure = None
         try:
             stop(run, old["Id"])
             if then is not None:
                 then()
-        except DockerError as exc:  # the next run's cleanup stops it (the lock journal names it)
+        except DockerError as exc:  # the next run's cleanup stops it (the lock file names it)
+            failure = exc
+        except BaseException as exc:  # pylint: disable=broad-exception-caught
+            failure = exc
+        recorded = _wait_recorded(recorded_read)
+        if failure is not None:
             try:
                 append_jsonl(run.opts.releases_log, audit_record(
                     {"action": "stop_old", "release": stopping["release"], "failed_phase": "stop_old",
-                     "error": "could not stop %s in the background: %s" % (stopping["container"], exc)},
+                     "error": "could not stop %s in the background: %s" % (stopping["container"], failure)},
                     run.opts.app_name, dict(run.actor, pid=os.getpid()), run.env))
             except OSError:
                 pass
-            return 1
-        finally:
+        if failure is None and recorded:
             lock.release()
-        return 0
+        else:
+            lock.abandon()
+        return 0 if failure is None else 1
 
     try:
-        pid = spawn_detached(ready, work, keep=[lock.fd])
+        pid = spawn_detached(ready, work, keep=[lock.fd, recorded_read])
     except OSError as exc:
+        os.close(recorded_write)
         run.log("could not stop %s in the background (%s): stopping it now" % (stopping["container"], exc))
         return None
+    except BaseException:
+        # Interrupted while the child may already hold the lock: never unlock it from here (the
+        # lock belongs to the open file both share); forget it, the child or the kernel frees it.
+        os.close(recorded_write)
+        lock.hand_over()
+        run.lock = None
+        raise
+    finally:
+        os.close(recorded_read)
     lock.hand_over()
     run.lock = None
+    run.recorded_fd = recorded_write
     return dict(stopping, pid=pid)

@@ -26,6 +26,7 @@ from .docker_api import DockerError, NotFound
 from .errors import SwapError, UnsafePathError
 from .http_probe import fetch_release
 from .lock import BACKGROUND_PHASE, lock_holder
+from .paths import root_only_problem
 from .plan import make_plan
 from .registry import RegistryError, manifest_exists, pull
 from .state import live_release
@@ -64,7 +65,10 @@ def preflight(run: Run) -> None:
     try:
         holder = lock_holder(opts.lock_file)
         deadline = time.monotonic() + opts.stop_grace_seconds + 5
-        while holder and holder.get("phase") == BACKGROUND_PHASE and time.monotonic() < deadline:
+        # A previous run's background stop of its old release, or a holder that wrote "released"
+        # and unlocks right now: wait for it instead of failing.
+        while (holder and (holder.get("phase") == BACKGROUND_PHASE or holder.get("released"))
+               and time.monotonic() < deadline):
             time.sleep(0.1)
             holder = lock_holder(opts.lock_file)
     except UnsafePathError as exc:
@@ -91,6 +95,13 @@ def run_prepare(run: Run) -> dict[str, t.Any]:
             preflight(run)
         phase = "pull"
         with run.timed("pull"):
+            # Root runs the Docker client with this directory (credential helpers, CLI plugins):
+            # only when nobody but root can change it, as deploy.sh demands of deploy.json's.
+            problem = root_only_problem(opts.docker_config) if opts.docker_config else None
+            if problem:
+                raise SwapError("refusing docker_config %s: %s, but the pull runs as root and must only use files "
+                                "that root alone can change; set greenlight_registry_user to root (the default) "
+                                "or fix the owner and mode" % (opts.docker_config, problem))
             before = _local_image(run)
             if opts.check_mode and before is None:
                 manifest_exists(opts.image, opts.docker_config)

@@ -136,6 +136,7 @@ class Swap:
         if stopping:
             self._stop_old_in_background(plan, stopping)
         phases_finish.record(ctx, plan)
+        ctx.recorded()  # the background stop may let the lock go now
         ctx.release_lock()
 
     def _stop_old_in_background(self, plan: Plan, old: dict[str, t.Any]) -> None:

@@ -54,3 +54,18 @@ def test_the_lookup_returns_one_path_holding_those_bytes() -> None:
     [path] = LookupModule().run([])
     assert Path(path).read_bytes() == engine_archive_bytes()
     assert LookupModule().run([]) == [path]
+
+
+def test_a_planted_file_under_the_archive_name_is_replaced(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(engine_archive.C, "DEFAULT_LOCAL_TMP", str(tmp_path))
+    [path] = LookupModule().run([])
+    Path(path).write_bytes(b"PK planted by someone else")
+    assert LookupModule().run([]) == [path]
+    assert Path(path).read_bytes() == engine_archive_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == [Path(path).name]  # no temp file left
+
+
+def test_no_shared_directory_is_used_when_ansibles_is_missing(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(engine_archive.C, "DEFAULT_LOCAL_TMP", str(tmp_path / "gone"))
+    with pytest.raises(AnsibleError, match="local temporary directory"):
+        LookupModule().run([])

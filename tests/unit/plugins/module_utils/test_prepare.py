@@ -39,6 +39,7 @@ def docker_cli(monkeypatch):
 
 def _prepare(tmp_path, docker, **extra):
     (tmp_path / "app").mkdir(exist_ok=True)
+    (tmp_path / "docker").mkdir(mode=0o700, exist_ok=True)
     return run_swap(options(tmp_path, mode="prepare", docker_config=str(tmp_path / "docker"), **extra), docker=docker)
 
 
@@ -180,3 +181,16 @@ def test_a_noop_prepare_asks_the_proxy_once_as_the_swap_does(tmp_path, docker_cl
         assert result["proxy_verified"] == {"url": url, "status": 200, "release": "v2", "attempts": 1}
     else:
         assert "proxy_verified" not in result
+
+
+def test_prepare_refuses_a_registry_login_others_can_change(tmp_path, docker_cli):
+    # Root runs the Docker client with docker_config (credential helpers, CLI plugins): a
+    # directory another user can write would let that user choose what root runs.
+    docker = FakeDocker()
+    (tmp_path / "docker").mkdir(mode=0o700)
+    (tmp_path / "docker").chmod(0o777)
+    with pytest.raises(SwapError) as failed:
+        _prepare(tmp_path, docker)
+    assert "refusing docker_config" in str(failed.value) and "writable by group and others" in str(failed.value)
+    assert failed.value.result["outcome"]["phase"] == "pull"
+    assert docker_cli["calls"] == []  # the Docker client never ran
