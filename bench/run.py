@@ -270,7 +270,7 @@ class Bench:
         self.figures["first_deploy"] = self.deploy("deploy-v1-6-servers", "v1", "staging")
         # Every timed deploy below finds its image on the server (docker pull only checks the tag).
         started = time.monotonic()
-        procs = [subprocess.Popen(["docker", "exec", "-u", "deploy", name, "docker", "pull", "-q",
+        procs = [subprocess.Popen(["docker", "exec", name, "docker", "pull", "-q",
                                    "%s:v2" % IMAGE_REPOSITORY], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                  for name in SERVERS]
         for proc in procs:
@@ -341,7 +341,7 @@ class Bench:
     def naive_deploy(self, label: str, tag: str) -> dict[str, t.Any]:
         # bash -x with the time in PS4: the time of each step, without changing the script.
         # (bash ignores PS4 from the environment when run as root, so it is set inside.)
-        argv = ["docker", "exec", "-e", "DOCKER_CONFIG=/home/deploy/.docker", SERVERS[0], "bash", "-c",
+        argv = ["docker", "exec", "-e", "DOCKER_CONFIG=/root/.docker", SERVERS[0], "bash", "-c",
                 'PS4="+ \\${EPOCHREALTIME} "; set -x; . /usr/local/bin/naive-deploy.sh "$1"', "bash",
                 "%s:%s" % (IMAGE_REPOSITORY, tag)]
         started = time.monotonic()
