@@ -71,3 +71,19 @@ def verify(url: str, expected_release: str | None, accepted_statuses: t.Sequence
             raise ProxyError("verify through the proxy at %s failed after %d attempts: last answer %s, expected "
                              "release %s" % (url, attempts, last, expected_release))
         time.sleep(interval)
+
+
+def proxy_answer(opts: t.Any) -> t.Optional[dict[str, t.Any]]:
+    """One GET of opts.proxy_verify_url (never in check mode): {url, status, release, attempts}
+    when it answers with one of opts.health_statuses, else None (nginx down or the app failing:
+    the caller's smoke check says so). What container_swap returns as proxy_verified when no
+    swap verified the proxy in this run (a no-op, or mode prepare)."""
+    if opts.check_mode or not opts.proxy_verify_url:
+        return None
+    try:
+        status, release = fetch_release(opts.proxy_verify_url, timeout=min(5.0, opts.proxy_verify_timeout))
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+    if status not in opts.health_statuses:
+        return None
+    return {"url": opts.proxy_verify_url, "status": status, "release": release, "attempts": 1}

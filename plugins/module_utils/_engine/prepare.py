@@ -17,14 +17,13 @@ reports it), so a caller that skips the swap needs no smoke request of its own."
 
 from __future__ import annotations
 
-import http.client
 import time
 import typing as t
 
 from .context import Run
 from .docker_api import DockerError, NotFound
 from .errors import SwapError, UnsafePathError
-from .http_probe import fetch_release
+from .http_probe import proxy_answer
 from .lock import BACKGROUND_PHASE, lock_holder
 from .paths import root_only_problem
 from .plan import make_plan
@@ -42,21 +41,6 @@ def _holder_text(run: Run, holder: dict[str, t.Any]) -> str:
             holder.get("phase"), holder.get("since"))
     return ("Another deploy of %s holds %s on %s: %s Wait for it to finish and re-run (the lock frees itself when "
             "that process ends)" % (opts.app_name, opts.lock_file, run.actor["host"], who))
-
-
-def proxy_check(run: Run) -> t.Optional[dict[str, t.Any]]:
-    """One GET of proxy_verify_url (not in check mode): what it answered when the status is an
-    accepted one, else None (nginx down or the app failing: the caller's smoke check says so)."""
-    opts = run.opts
-    if opts.check_mode or not opts.proxy_verify_url:
-        return None
-    try:
-        status, release = fetch_release(opts.proxy_verify_url, timeout=min(5.0, opts.proxy_verify_timeout))
-    except (OSError, http.client.HTTPException, ValueError):
-        return None
-    if status not in opts.health_statuses:
-        return None
-    return {"url": opts.proxy_verify_url, "status": status, "release": release, "attempts": 1}
 
 
 def preflight(run: Run) -> None:
@@ -128,7 +112,7 @@ def run_prepare(run: Run) -> dict[str, t.Any]:
     result.from_plan(plan)
     result.set(action="prepare", changed=(before or {}).get("Id") != after["Id"], noop=not plan.changed,
                image_id=after["Id"], image_digest=plan.image_digest, phases=run.phases)
-    verified = proxy_check(run) if not plan.changed else None
+    verified = proxy_answer(run.opts) if not plan.changed else None
     if verified:
         result.set(proxy_verified=verified)
     message = "%s is ready on %s (release %s; %s)" % (

@@ -24,7 +24,6 @@ phases without snapshot and pre_switch) run this sequence; prepare (prepare.py) 
 
 from __future__ import annotations
 
-import http.client
 import typing as t
 
 from . import phases_finish, phases_prepare, phases_release, phases_traffic
@@ -34,7 +33,7 @@ from .context import Run
 from .docker_api import DockerError
 from .errors import OptionsError, SwapError
 from .failure import fail
-from .http_probe import fetch_release
+from .http_probe import proxy_answer
 from .labels import name
 from .options import SwapOptions, options_from_dict
 from .paths import check_mount_sources
@@ -190,16 +189,10 @@ class Swap:
         """When nothing verified the proxy in this run (no web swap), ask it once whether it
         answers, so callers need no smoke check of their own: result proxy_verified. A failed
         check changes nothing and fails nothing here; proxy_verified is then absent."""
-        opts, result = self.ctx.opts, self.ctx.result
-        if opts.check_mode or not opts.proxy_verify_url or "proxy_verified" in result:
-            return
-        try:
-            status, release = fetch_release(opts.proxy_verify_url, timeout=min(5.0, opts.proxy_verify_timeout))
-        except (OSError, http.client.HTTPException, ValueError):
-            return
-        if status in opts.health_statuses:
-            result.set(proxy_verified={"url": opts.proxy_verify_url, "status": status, "release": release,
-                                       "attempts": 1})
+        if "proxy_verified" not in self.ctx.result:
+            verified = proxy_answer(self.ctx.opts)
+            if verified:
+                self.ctx.result.set(proxy_verified=verified)
 
     def _final(self, failure: t.Optional[str] = None) -> dict[str, t.Any]:
         """The result with switched, live_release (read from the server now) and outcome."""
