@@ -192,7 +192,8 @@ def options_from_dict(values: t.Union[dict, SwapOptions]) -> SwapOptions:
         elif isinstance(item, dict):
             extra = sorted(set(item) - {"name", "command", "singleton"})
             if extra:
-                raise OptionsError("services: unknown key(s) %s in %r" % (", ".join(extra), item))
+                raise OptionsError("services: unknown key(s) %s in the service named %r (keys: name, command, "
+                                   "singleton)" % (", ".join(extra), item.get("name")))
             services.append(ServiceSpec(name=item.get("name"), command=item.get("command"),
                                         singleton=bool(item.get("singleton"))))
         else:
@@ -278,13 +279,16 @@ def validate_options(opts: SwapOptions) -> None:
             errors.append("%s must be an integer >= 0" % key)
     if not opts.health_statuses or not all(_is_int(s) and 100 <= s <= 599 for s in opts.health_statuses):
         errors.append("health_statuses must be a non-empty list of HTTP status codes")
-    for command in opts.pre_switch_commands:
+    # Commands may hold secrets (a token in an argument): messages name the item and its type only.
+    for number, command in enumerate(opts.pre_switch_commands, 1):
         if not _valid_command(command):
-            errors.append("pre_switch_commands: %r is not a command (argv list or string)" % (command,))
+            errors.append("pre_switch_commands: item %d (a %s) is not a command (argv list of strings, or a "
+                          "non-empty string)" % (number, type(command).__name__))
     for key in ("proxy_test_command", "proxy_reload_command"):
         value = getattr(opts, key)
         if value is not None and value != "" and not _valid_command(value):
-            errors.append("%s: %r is not a command" % (key, value))
+            errors.append("%s: a %s is not a command (argv list of strings, or a non-empty string)"
+                          % (key, type(value).__name__))
     if opts.proxy_verify_url is not None:
         verify_match = VERIFY_URL_RE.fullmatch(opts.proxy_verify_url) if isinstance(opts.proxy_verify_url, str) else None
         if not (verify_match and URL_PATH_RE.fullmatch(verify_match.group("path"))

@@ -123,3 +123,14 @@ def test_through_ansible_playbook_a_bad_option_fails_before_any_connection(tmp_p
     assert not refused.get("unreachable") and refused.get("failed") is True, refused
     assert refused["msg"] == engine_message({"app_name": "todo", "health_path": BAD_HEALTH_PATH,
                                              "image": "registry.greenlight.test:5000/greenlight/todo:v2"})
+
+
+def test_an_invalid_command_is_refused_without_echoing_it() -> None:
+    # A command may carry a secret (a token in an argument): the refusal names the item only.
+    secret = "Bearer s3cr3t-t0ken-value"
+    for args in ({"pre_switch_commands": [{"sh": secret}]},
+                 {"proxy_reload_command": {"token": secret}},
+                 {"services": [{"name": "worker", "command": ["celery"], "env": secret}]}):
+        refused = controller_check(dict({"app_name": "todo", "image": "registry.test/todo:v2"}, **args))
+        assert refused is not None and refused["failed"] is True, args
+        assert secret not in str(refused), refused["msg"]
