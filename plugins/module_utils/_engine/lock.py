@@ -27,6 +27,12 @@ BACKGROUND_PHASE = "stop_old"
 RELEASING_GRACE = 2.0
 
 
+def finishing(holder: t.Any) -> bool:
+    """A holder worth waiting for rather than reporting: a previous run's background stop of its
+    old release (phase stop_old), or one that wrote "released" and unlocks right now."""
+    return isinstance(holder, dict) and (holder.get("phase") == BACKGROUND_PHASE or bool(holder.get("released")))
+
+
 def holder_message(lock_file: str, holder: t.Optional[dict[str, t.Any]], waited: float) -> str:
     """The message a blocked deploy shows: who holds the lock and what it is doing."""
     if not holder:

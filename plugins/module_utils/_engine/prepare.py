@@ -24,7 +24,7 @@ from .context import Run
 from .docker_api import DockerError, NotFound
 from .errors import SwapError, UnsafePathError
 from .http_probe import proxy_answer
-from .lock import BACKGROUND_PHASE, lock_holder
+from .lock import finishing, lock_holder
 from .paths import root_only_problem
 from .plan import make_plan
 from .registry import RegistryError, manifest_exists, pull
@@ -49,10 +49,7 @@ def preflight(run: Run) -> None:
     try:
         holder = lock_holder(opts.lock_file)
         deadline = time.monotonic() + opts.stop_grace_seconds + 5
-        # A previous run's background stop of its old release, or a holder that wrote "released"
-        # and unlocks right now: wait for it instead of failing.
-        while (holder and (holder.get("phase") == BACKGROUND_PHASE or holder.get("released"))
-               and time.monotonic() < deadline):
+        while finishing(holder) and time.monotonic() < deadline:
             time.sleep(0.1)
             holder = lock_holder(opts.lock_file)
     except UnsafePathError as exc:
