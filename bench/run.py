@@ -250,7 +250,25 @@ class Bench:
             self.sh(["docker", "rm", "-f", "-v", name], check=False)
             self.sh(["docker", "volume", "rm", "-f", "%s-docker" % name], check=False)
 
+    def reuse_servers(self) -> bool:
+        """--reuse: the six servers a --keep run left, if all run; glbench-1's published nginx port."""
+        running = self.sh(["docker", "ps", "--format", "{{.Names}}"]).stdout.split()
+        if not all(name in running for name in SERVERS):
+            return False
+        port = self.sh(["docker", "port", SERVERS[0], "80/tcp"], check=False).stdout.strip()
+        if not port.startswith("127.0.0.1:"):
+            return False
+        self.port = int(port.split(":", 1)[1].splitlines()[0])
+        self.figures["start_servers_s"] = 0.0
+        # The last stage of that run left the naive script's release on glbench-1: gone, so the
+        # first deploy below puts greenlight's v1 live behind nginx again.
+        self.server_sh(SERVERS[0], "docker rm -f todo-naive >/dev/null 2>&1 || true")
+        log("reusing the 6 server containers of a --keep run; glbench-1's nginx is on 127.0.0.1:%d" % self.port)
+        return True
+
     def start_servers(self) -> None:
+        if self.args.reuse and self.reuse_servers():
+            return
         self.remove_servers()
         self.port = self.args.port or free_port()
         started = time.monotonic()
@@ -665,6 +683,8 @@ def main(argv: t.Optional[list[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=256, help="load generator threads (half keep-alive)")
     parser.add_argument("--port", type=int, default=0, help="127.0.0.1 port for glbench-1's nginx (default: free)")
     parser.add_argument("--keep", action="store_true", help="keep the server containers afterwards")
+    parser.add_argument("--reuse", action="store_true",
+                        help="use the server containers a --keep run left, if all six run (setup.yml still runs)")
     parser.add_argument("--output", default=str(REPO / "docs" / "benchmarks.md"),
                         help="Markdown report to write (default docs/benchmarks.md; empty: none)")
     args = parser.parse_args(argv)
