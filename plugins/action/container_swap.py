@@ -136,6 +136,12 @@ class ActionModule(ActionBase):
             command = "%s %s" % (environment, command)
         res = self._low_level_execute_command(command, sudoable=True,
                                               in_data=json.dumps({"options": options}, sort_keys=True).encode("utf-8"))
+        if res.get("rc") in (126, 127) and not (res.get("stdout") or "").strip():
+            # No /usr/bin/python3 to run it with (so no deploy.sh either): the module, with the
+            # interpreter Ansible finds.
+            display.vvv("container_swap: %s could not run on the server (exit %s): sending the module"
+                        % (SERVER_PYTHON, res.get("rc")), host=self._play_context.remote_addr)
+            return None
         try:
             reply = json.loads(res.get("stdout") or "")
             if not isinstance(reply, dict):

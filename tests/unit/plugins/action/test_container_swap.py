@@ -218,6 +218,22 @@ def test_without_deploy_settings_or_pipelining_the_module_is_sent() -> None:
         assert result["release"] == "from-the-module", kwargs
 
 
+def test_no_python3_on_the_server_sends_the_module() -> None:
+    task_vars = {"deploy_script_install_dir": INSTALL_DIR}
+    with mock.patch.object(ActionModule, "_low_level_execute_command",
+                           return_value={"rc": 127, "stdout": "", "stderr": "sh: 1: /usr/bin/python3: not found"}):
+        task = mock.MagicMock(args=dict(VALID), async_val=0, check_mode=False, diff=False)
+        templar = mock.MagicMock()
+        templar.template.side_effect = lambda value: value
+        action = ActionModule(task, mock.MagicMock(), mock.MagicMock(), mock.MagicMock(), templar, None)
+        with mock.patch.object(ActionModule, "_execute_module", return_value={"release": "from-the-module"}) as execute, \
+                mock.patch.object(ActionModule, "_is_pipelining_enabled", return_value=True), \
+                mock.patch.object(ActionModule, "_compute_environment_string", return_value=""):
+            result = action.run(task_vars=task_vars)
+    execute.assert_called_once()
+    assert result["release"] == "from-the-module"
+
+
 def test_no_result_from_the_server_fails_clearly() -> None:
     result, execute, _low = fast_action(dict(VALID), "Traceback (most recent call last): ...")
     execute.assert_not_called()
