@@ -401,6 +401,9 @@ class Bench:
         print()
         for line in verdicts:
             print(line)
+        print()
+        for line in speed_targets(rows):
+            print(line)
         if self.args.output:
             write_markdown(Path(self.args.output), render_results(self.figures, rows, verdicts))
             log("wrote %s" % self.args.output)
@@ -602,6 +605,20 @@ def table(f: dict[str, t.Any]) -> tuple[list[list[str]], list[str]]:
                 six["seconds"], six["seconds"] / one, one, machine["nproc"], sum(per_host) / len(per_host), single,
                 fleet["noop1"]["seconds"], fleet["noop6"]["seconds"]))
     return rows, verdicts
+
+
+ISSUE_11_ROWS = ("no-op re-deploy", "deploy overhead: wall - engine's real work, no load",
+                 "controller CPU of a no-op, 1 / 6 servers")
+
+
+def speed_targets(rows: list[list[str]]) -> list[str]:
+    """Issue 11's three speed targets, one line each: figure, target, met or missed."""
+    lines = ["Issue 11 speed targets:"]
+    for row in rows[1:]:
+        if row[0] in ISSUE_11_ROWS:
+            lines.append("  %s: %s (target %s): %s" % (row[0], row[1], row[3],
+                                                      "met" if row[4].startswith("yes") else "MISSED " + row[4][2:].strip()))
+    return lines
 
 
 def where_the_time_goes(f: dict[str, t.Any], run: dict[str, t.Any]) -> str:
