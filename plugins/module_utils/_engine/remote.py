@@ -25,15 +25,20 @@ from .errors import SwapError
 from .swap import run_swap
 
 # The command's Python program (python3 -I -c BOOT <archive> <sha256>): run the engine in
-# <archive> only when its bytes have the controller's digest; otherwise print
-# {"greenlight_engine": "<digest found>" | "missing"} and change nothing (the caller then sends
-# the module as usual). Reads stdin only after the check.
+# <archive> only when its bytes have the controller's digest and only root or the user running
+# it can change the archive and its directory (as deploy_script installs them: root-owned, not
+# group or world writable); otherwise print {"greenlight_engine": "<digest found>" | "missing" |
+# "unsafe"} and change nothing (the caller then sends the module as usual). Reads stdin only
+# after the check.
 BOOT = (
-    "import hashlib,json,sys\n"
+    "import hashlib,json,os,sys\n"
     "p,d=sys.argv[1],sys.argv[2]\n"
     "try:\n"
     " f=open(p,'rb')\n"
-    " with f:h=hashlib.sha256(f.read()).hexdigest()\n"
+    " with f:\n"
+    "  h=hashlib.sha256(f.read()).hexdigest()\n"
+    "  for s in (os.fstat(f.fileno()),os.stat(os.path.dirname(p))):\n"
+    "   if s.st_uid not in (0,os.getuid()) or s.st_mode&0o022:h='unsafe'\n"
     "except OSError:h='missing'\n"
     "if h!=d:print(json.dumps({'greenlight_engine':h}));sys.exit(0)\n"
     "sys.path.insert(0,p)\n"

@@ -257,6 +257,16 @@ def test_the_server_program_runs_only_the_engine_with_the_expected_digest(tmp_pa
         "ansible_collections.greenlight.deploy.plugins.module_utils._engine.remote").BOOT,
         str(tmp_path / "nothing.zip"), engine_digest()], capture_output=True, text=True, timeout=60, check=False)
     assert json.loads(missing.stdout) == {"greenlight_engine": "missing"}
+    # The digest matches, but others could change the archive or its directory: not run.
+    archive = tmp_path / "greenlight.zip"
+    for target in (archive, tmp_path):
+        mode = target.stat().st_mode
+        target.chmod(mode | 0o002)
+        unsafe = subprocess.run([sys.executable, "-I", "-c", importlib.import_module(
+            "ansible_collections.greenlight.deploy.plugins.module_utils._engine.remote").BOOT,
+            str(archive), engine_digest()], input="not json", capture_output=True, text=True, timeout=60, check=False)
+        target.chmod(mode)
+        assert json.loads(unsafe.stdout) == {"greenlight_engine": "unsafe"}, (target, unsafe.stderr)
     # The digest matches: the engine in the archive runs the options (here refused by its own rules,
     # so nothing on this machine is read or changed).
     ran = run_boot(tmp_path, engine_digest(), json.dumps({"options": {"app_name": "Todo", "image": "x:v2"}}))
