@@ -27,6 +27,11 @@ description:
     the server needs python3 and Docker, nothing else.
   - The options are checked on the controller with the engine's own rules (its action plugin) before anything is
     sent to the server; the same check runs again on the server.
+  - When pipelining is on and the play has the deploy settings of the role C(greenlight.deploy.deploy_script)
+    (C(deploy_script_install_dir)), the action plugin runs the engine that role installed on the server
+    (C(<deploy_script_install_dir>/greenlight.zip), only if its SHA-256 is this collection's engine's) in one
+    C(/usr/bin/python3) process with the options on stdin, instead of sending this module; otherwise the module
+    is sent. The result is the same.
   - See C(docs/container_swap.md) in the collection for the full contract.
 author:
   - greenlight.deploy contributors (@greenlight)

@@ -21,5 +21,6 @@ relatively only. Layers, bottom up (a module imports only from the layers below 
   ``phases_finish`` (services, prune, record), ``failure``
 - ``prepare`` (mode prepare), ``restore`` (mode restore: a database snapshot back)
 - ``swap`` (the phase sequence, :func:`swap.run_swap`: modes deploy, rollback, recreate; dispatches
-  prepare and restore), ``cli`` (deploy.sh)
+  prepare and restore), ``cli`` (deploy.sh), ``remote`` (container_swap's fast call: the action
+  plugin runs the installed archive's engine without Ansible's module wrapper)
 """

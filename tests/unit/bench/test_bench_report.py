@@ -81,3 +81,12 @@ def test_fleet_controller_part_is_the_cpu_ratio(bench):
     assert verdict_row(rows, "controller CPU")[4] == "yes (1.30x)"
     rows, _ = bench.table(figures(quiet_seconds=3.0, noop_seconds=1.2, cpu1=1.0, cpu6=1.4))
     assert verdict_row(rows, "controller CPU")[4] == "NO (1.40x)"
+
+
+def test_the_three_speed_targets_are_printed_with_met_or_missed(bench):
+    rows, _ = bench.table(figures(quiet_seconds=3.9, noop_seconds=1.6, cpu1=1.0, cpu6=1.3))
+    lines = bench.speed_targets(rows)
+    assert lines[0] == "Issue 11 speed targets:" and len(lines) == 4
+    assert lines[1].startswith("  no-op re-deploy: 1.6 s, changed=0 (target <= 1.5 s, changed=0): MISSED")
+    assert lines[2].startswith("  deploy overhead: wall - engine's real work, no load: 1.4 s") and lines[2].endswith(": met")
+    assert lines[3].endswith("(target 6 <= 1.3x 1): met")

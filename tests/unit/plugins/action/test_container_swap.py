@@ -134,3 +134,143 @@ def test_an_invalid_command_is_refused_without_echoing_it() -> None:
         refused = controller_check(dict({"app_name": "todo", "image": "registry.test/todo:v2"}, **args))
         assert refused is not None and refused["failed"] is True, args
         assert secret not in str(refused), refused["msg"]
+
+
+# -- the fast call: the engine deploy_script installed on the server, one python3 process ----------
+INSTALL_DIR = "/usr/local/lib/greenlight/todo"
+
+
+def fast_action(args: dict[str, t.Any], reply: t.Any, check_mode: bool = False, diff: bool = False,
+                async_val: int = 0, pipelining: bool = True,
+                task_vars: t.Optional[dict[str, t.Any]] = None) -> tuple[dict[str, t.Any], mock.MagicMock, mock.MagicMock]:
+    """Run the action with the deploy settings in task_vars; the server answers `reply` on stdout."""
+    task = mock.MagicMock()
+    task.args = args
+    task.async_val = async_val
+    task.check_mode = check_mode
+    task.diff = diff
+    templar = mock.MagicMock()
+    templar.template.side_effect = lambda value: value
+    action = ActionModule(task, mock.MagicMock(), mock.MagicMock(), mock.MagicMock(), templar, None)
+    stdout = reply if isinstance(reply, str) else json.dumps(reply)
+    module_result = {"changed": True, "swap_action": "deploy", "release": "from-the-module"}
+    with mock.patch.object(ActionModule, "_execute_module", return_value=module_result) as execute, \
+            mock.patch.object(ActionModule, "_is_pipelining_enabled", return_value=pipelining), \
+            mock.patch.object(ActionModule, "_compute_environment_string", return_value=""), \
+            mock.patch.object(ActionModule, "_low_level_execute_command",
+                              return_value={"rc": 0, "stdout": stdout, "stderr": ""}) as low:
+        result = action.run(task_vars={"deploy_script_install_dir": INSTALL_DIR} if task_vars is None else task_vars)
+    return result, execute, low
+
+
+def engine_digest() -> str:
+    import hashlib
+    from ansible_collections.greenlight.deploy.plugins.lookup.engine_archive import engine_archive_bytes
+    return hashlib.sha256(engine_archive_bytes()).hexdigest()
+
+
+def test_the_installed_engine_runs_in_one_command_with_the_options_on_stdin() -> None:
+    engine_result = {"changed": True, "action": "deploy", "release": "v2", "diff": {"before": "v1", "after": "v2"},
+                     "outcome": {"state": "deployed"}}
+    result, execute, low = fast_action(dict(VALID, container_port="8000"), {"result": engine_result}, check_mode=True)
+    execute.assert_not_called()
+    low.assert_called_once()
+    command = low.call_args.args[0]
+    assert command.startswith("/usr/bin/python3 -I -c ")
+    assert command.endswith(" %s/greenlight.zip %s" % (INSTALL_DIR, engine_digest()))
+    assert low.call_args.kwargs["sudoable"] is True  # become as for the module
+    assert isinstance(low.call_args.kwargs["in_data"], bytes)  # what connection plugins write to stdin
+    sent = json.loads(low.call_args.kwargs["in_data"])["options"]
+    assert sent["check_mode"] is True and sent["container_port"] == 8000  # converted like AnsibleModule does
+    assert sent["mode"] == "deploy" and sent["labels"] == VALID["labels"]  # with the argument_spec's defaults
+    assert "s3cr3t-label-value" not in command  # options never on the command line
+    # Shaped like the module's result: swap_action, no diff without --diff.
+    assert result["swap_action"] == "deploy" and "action" not in result and "diff" not in result
+    assert result["changed"] is True and result["release"] == "v2" and not result.get("failed")
+    assert result["invocation"]["module_args"]["image"] == VALID["image"]
+
+
+def test_diff_is_kept_with_diff_and_an_engine_failure_fails_the_task_with_its_message() -> None:
+    result, _execute, _low = fast_action(dict(VALID), {"result": {"changed": True, "action": "deploy",
+                                                                  "diff": {"before": "v1"}}}, diff=True)
+    assert result["diff"] == {"before": "v1"}
+    failure = {"failed": "health: no answer on /health", "result": {"changed": False, "action": "deploy",
+                                                                     "msg": "stale", "failed_phase": "health"}}
+    result, _execute, _low = fast_action(dict(VALID), failure)
+    assert result["failed"] is True and result["msg"] == "health: no answer on /health"
+    assert result["failed_phase"] == "health" and result["swap_action"] == "deploy" and result["changed"] is False
+
+
+def test_a_missing_or_different_installed_engine_sends_the_module() -> None:
+    for found in ("missing", "0" * 64):
+        result, execute, low = fast_action(dict(VALID), {"greenlight_engine": found})
+        low.assert_called_once()
+        execute.assert_called_once()
+        assert result["release"] == "from-the-module"
+
+
+def test_without_deploy_settings_or_pipelining_the_module_is_sent() -> None:
+    for kwargs in ({"task_vars": {}}, {"pipelining": False},
+                   {"task_vars": {"deploy_script_install_dir": "relative/dir"}}):
+        result, execute, low = fast_action(dict(VALID), {"result": {"changed": False}}, **kwargs)
+        low.assert_not_called()
+        execute.assert_called_once()
+        assert result["release"] == "from-the-module", kwargs
+
+
+def test_no_python3_on_the_server_sends_the_module() -> None:
+    task_vars = {"deploy_script_install_dir": INSTALL_DIR}
+    with mock.patch.object(ActionModule, "_low_level_execute_command",
+                           return_value={"rc": 127, "stdout": "", "stderr": "sh: 1: /usr/bin/python3: not found"}):
+        task = mock.MagicMock(args=dict(VALID), async_val=0, check_mode=False, diff=False)
+        templar = mock.MagicMock()
+        templar.template.side_effect = lambda value: value
+        action = ActionModule(task, mock.MagicMock(), mock.MagicMock(), mock.MagicMock(), templar, None)
+        with mock.patch.object(ActionModule, "_execute_module", return_value={"release": "from-the-module"}) as execute, \
+                mock.patch.object(ActionModule, "_is_pipelining_enabled", return_value=True), \
+                mock.patch.object(ActionModule, "_compute_environment_string", return_value=""):
+            result = action.run(task_vars=task_vars)
+    execute.assert_called_once()
+    assert result["release"] == "from-the-module"
+
+
+def test_no_result_from_the_server_fails_clearly() -> None:
+    result, execute, _low = fast_action(dict(VALID), "Traceback (most recent call last): ...")
+    execute.assert_not_called()
+    assert result["failed"] is True and "gave no result" in result["msg"] and "greenlight.zip" in result["msg"]
+
+
+def run_boot(tmp_path: Path, digest: str, stdin: str) -> subprocess.CompletedProcess:
+    from ansible_collections.greenlight.deploy.plugins.lookup.engine_archive import engine_archive_bytes
+    from ansible_collections.greenlight.deploy.plugins.module_utils._engine.remote import BOOT
+    archive = tmp_path / "greenlight.zip"
+    archive.write_bytes(engine_archive_bytes())
+    return subprocess.run([sys.executable, "-I", "-c", BOOT, str(archive), digest], input=stdin,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_server_program_runs_only_the_engine_with_the_expected_digest(tmp_path: Path) -> None:
+    # Another digest: it says what it found and reads nothing (stdin is not even JSON here).
+    other = run_boot(tmp_path, "0" * 64, "not json")
+    assert other.returncode == 0 and json.loads(other.stdout) == {"greenlight_engine": engine_digest()}
+    missing = subprocess.run([sys.executable, "-I", "-c", importlib.import_module(
+        "ansible_collections.greenlight.deploy.plugins.module_utils._engine.remote").BOOT,
+        str(tmp_path / "nothing.zip"), engine_digest()], capture_output=True, text=True, timeout=60, check=False)
+    assert json.loads(missing.stdout) == {"greenlight_engine": "missing"}
+    # The digest matches, but others could change the archive or its directory: not run.
+    archive = tmp_path / "greenlight.zip"
+    for target in (archive, tmp_path):
+        mode = target.stat().st_mode
+        target.chmod(mode | 0o002)
+        unsafe = subprocess.run([sys.executable, "-I", "-c", importlib.import_module(
+            "ansible_collections.greenlight.deploy.plugins.module_utils._engine.remote").BOOT,
+            str(archive), engine_digest()], input="not json", capture_output=True, text=True, timeout=60, check=False)
+        target.chmod(mode)
+        assert json.loads(unsafe.stdout) == {"greenlight_engine": "unsafe"}, (target, unsafe.stderr)
+    # The digest matches: the engine in the archive runs the options (here refused by its own rules,
+    # so nothing on this machine is read or changed).
+    ran = run_boot(tmp_path, engine_digest(), json.dumps({"options": {"app_name": "Todo", "image": "x:v2"}}))
+    assert ran.returncode == 0, ran.stderr
+    reply = json.loads(ran.stdout)
+    assert "app_name 'Todo' must match" in reply["failed"]
+    assert reply["result"]["outcome"]["phase"] == "options"
