@@ -27,6 +27,7 @@ from .envfile import read_env_file
 from .labels import LABEL_APP, SERVICE_WEB, config_hash
 from .lock import DeployLock
 from .options import SwapOptions
+from .redact import redact
 from .result import Result
 
 
@@ -89,6 +90,7 @@ class Run:
         """Where the current phase is (e.g. "command 1 of 2: python manage.py migrate", "attempt 3"):
         the progress hook shows it, result progress keeps the last one for a failure. `repeat`: one
         of many alike (health attempts), which a log may thin out."""
+        text = redact(text, self.env)  # a command line may hold an env value: shown and kept redacted
         progress = dict(self.result.get("progress") or {"phase": self.phase, "started": self.phase_started_utc})
         progress["step"] = text
         self.result.set(progress=progress)
