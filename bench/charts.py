@@ -1,4 +1,5 @@
-"""Request timelines of `make bench` (issue 18): what the load generator saw, 100 ms by 100 ms,
+"""Request timelines of `make bench` (issue 18): what the load generator saw, 100 ms by 100 ms
+(500 ms for a run at under 100 req/s),
 while greenlight.deploy and the naive script put v2 live under the same load.
 
 bench/run.py saves one timeline per load run (:func:`save_timeline`, ``<label>.timeline.json``
@@ -6,7 +7,7 @@ beside its logs): every request (when its answer or error arrived, status, relea
 of the deploy's phases (greenlight: the engine's ``phase_log`` from ``releases.jsonl``; the naive
 script: its steps, timed by ``bash -x``), all in seconds from the start of the deploy command.
 At the end of the run it draws them (:func:`render_bench`) into docs/img/bench-*.png, which
-docs/benchmarks.md shows: successful answers per 100 ms stacked by the release that answered,
+docs/benchmarks.md shows: successful answers per bin stacked by the release that answered,
 failures stacked on top in red, the phases as shaded spans, greenlight and the naive script on
 the same axes. The charts are only ever written from recorded runs, never by hand.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import typing as t
 from pathlib import Path
 
@@ -38,9 +40,9 @@ SIZE_INCHES = (11.0, 3.2)  # per panel
 
 # The charts of a bench run: file name, title, the load runs drawn (label in bench/run.py, name).
 SCENARIOS = (
-    ("bench-deploy.png", "Deploy v1 -> v2 under load (200 req/s through nginx), same server and app",
+    ("bench-deploy.png", "Deploy v1 -> v2 under load, same server, app and nginx",
      (("greenlight-v1-v2", "greenlight.deploy (deploy.yml)"), ("naive-v1-v2", "naive script (bench/naive-deploy.sh)"))),
-    ("bench-rollback.png", "Rollback v2 -> v1 under load (200 req/s through nginx)",
+    ("bench-rollback.png", "Rollback v2 -> v1 under load",
      (("greenlight-rollback", "greenlight.deploy (rollback.yml)"),)),
 )
 
@@ -68,10 +70,12 @@ def engine_spans(records: t.Iterable[dict[str, t.Any]], since_epoch: float) -> l
 
 
 def save_timeline(path: Path, results: t.Sequence[tuple], began: float, ended: float, wall_began: float,
-                  spans: t.Sequence[tuple[str, float, float]], label: str = "") -> dict[str, t.Any]:
+                  spans: t.Sequence[tuple[str, float, float]], label: str = "",
+                  load_stopped: t.Optional[float] = None) -> dict[str, t.Any]:
     """Write one load run as a timeline: `results` are the load generator's records (monotonic
     times), `began`/`ended` the deploy command's start and end (monotonic), `wall_began` the
-    wall clock (epoch) at `began`, `spans` the phases as (name, start, end) in epoch seconds.
+    wall clock (epoch) at `began`, `spans` the phases as (name, start, end) in epoch seconds,
+    `load_stopped` when the load generator stopped (monotonic; default its last answer).
     Every time in the file is in seconds from `began`, rounded to the millisecond."""
     releases: list[str] = []
     requests = []
@@ -83,6 +87,8 @@ def save_timeline(path: Path, results: t.Sequence[tuple], began: float, ended: f
     timeline = {
         "label": label,
         "deploy": [0.0, round(ended - began, 3)],
+        "load_ended": round((load_stopped if load_stopped is not None
+                             else max([r[0] for r in results] or [ended])) - began, 3),
         "releases": [str(r) for r in releases],
         "phases": [[name, round(start - wall_began, 3), round(end - wall_began, 3)] for name, start, end in spans],
         # [answer arrived (s), HTTP status or 0 for a connection error, index into releases or null when failed]
@@ -100,7 +106,9 @@ def timeline_model(timeline: dict[str, t.Any], start: float, end: float,
     """Counts per bin of `width` seconds from `start` to `end` (seconds from the deploy's start):
     successful answers by release, failures (connection errors and non-2xx); plus the phases, the
     failures by status and the longest time without a successful answer in the window."""
-    bins = max(1, int(round((end - start) / width)))
+    # No gap is counted after the load generator stopped (a shorter run drawn beside a longer one).
+    load_ended = timeline.get("load_ended", max([r[0] for r in timeline["requests"]] or [end]))
+    bins = max(1, math.ceil((end - start) / width - 1e-9))  # the last bin may reach past `end`
     releases = list(timeline["releases"])
     ok = {release: [0] * bins for release in releases}
     failed = [0] * bins
@@ -117,20 +125,36 @@ def timeline_model(timeline: dict[str, t.Any], start: float, end: float,
         else:
             ok[releases[release]][index] += 1
             arrivals.append(done)
-    points = [start] + sorted(arrivals) + [end]
+    points = [start] + sorted(arrivals) + [max(start, min(end, load_ended))]
     return {
         "start": start, "end": end, "width": width,
         "times": [round(start + width * i, 3) for i in range(bins)],
         "ok": ok, "failed": failed, "failed_total": sum(failed), "failed_by_status": by_status,
         "answered_total": len(arrivals),
         "longest_gap": round(max(b - a for a, b in zip(points, points[1:])), 3),
-        "deploy": list(timeline["deploy"]),
+        "deploy": list(timeline["deploy"]), "load_ended": load_ended,
         "phases": [list(phase) for phase in timeline["phases"]],
     }
 
 
 def _window(timelines: t.Sequence[dict[str, t.Any]]) -> tuple[float, float]:
     return -BEFORE_SECONDS, max(tl["deploy"][1] for tl in timelines) + AFTER_SECONDS
+
+
+def steady_rate(timelines: t.Sequence[dict[str, t.Any]]) -> float:
+    """Answers per second (any status) before the deploys started, averaged over the runs."""
+    rates = []
+    for tl in timelines:
+        before = [r[0] for r in tl["requests"] if r[0] < 0]
+        if before:
+            rates.append(len(before) / max(-min(before), 1e-9))
+    return sum(rates) / len(rates) if rates else 0.0
+
+
+def bin_width(timelines: t.Sequence[dict[str, t.Any]]) -> float:
+    """BIN_SECONDS at the bench's 200 req/s; wider bins (0.5 s) for a run at under 100 req/s, so a
+    bin still holds enough answers to show a dip."""
+    return BIN_SECONDS if steady_rate(timelines) >= 100 else 0.5
 
 
 # ----------------------------------------------------------------------------------------------
@@ -145,8 +169,10 @@ def render(path: Path, title: str, panels: t.Sequence[tuple[str, dict[str, t.Any
     from matplotlib import pyplot
     from matplotlib.patches import Patch
 
-    start, end = _window([timeline for _name, timeline in panels])
-    models = [(name, timeline_model(timeline, start, end)) for name, timeline in panels]
+    timelines = [timeline for _name, timeline in panels]
+    start, end = _window(timelines)
+    width = bin_width(timelines)
+    models = [(name, timeline_model(timeline, start, end, width)) for name, timeline in panels]
     # One release -> one colour across panels (v1 blue, v2 green), in the order they first answered.
     releases: list[str] = []
     for _name, model in models:
@@ -170,6 +196,10 @@ def render(path: Path, title: str, panels: t.Sequence[tuple[str, dict[str, t.Any
                         fontsize=7, rotation=0 if wide else 90, color="#333333", zorder=3)
         for edge in model["deploy"]:
             ax.axvline(edge, color="#444444", linestyle="--", linewidth=0.8, zorder=1)
+        if model["load_ended"] < end - 0.5:  # this run's load stopped before the drawn window ends
+            ax.axvspan(model["load_ended"], end, color="#f4f4f4", linewidth=0, zorder=0)
+            ax.text(model["load_ended"] + 0.3, top * 0.5, "load generator stopped", fontsize=8, color="#777777",
+                    va="center", zorder=3)
         bottom = [0] * len(model["times"])
         lefts = model["times"]
         for release in releases:
@@ -195,17 +225,18 @@ def render(path: Path, title: str, panels: t.Sequence[tuple[str, dict[str, t.Any
     handles = [Patch(color=colours[r], label="2xx from release %s" % r) for r in releases]
     handles.append(Patch(color=FAILED_COLOUR, label="failed (connection error or non-2xx)"))
     figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    figure.suptitle(title, fontsize=11, x=0.01, ha="left")
+    figure.suptitle("%s - load %.0f req/s before the deploy" % (title, steady_rate(timelines)), fontsize=11,
+                    x=0.01, ha="left")
     figure.tight_layout(rect=(0, 0.06, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=DPI)
-    width, height = figure.canvas.get_width_height()
+    pixels_wide, pixels_high = figure.canvas.get_width_height()
     boxes = []
     for ax in axes[:, 0]:
         box = ax.get_window_extent()
-        boxes.append((int(box.x0), int(height - box.y1), int(box.x1), int(height - box.y0)))
+        boxes.append((int(box.x0), int(pixels_high - box.y1), int(box.x1), int(pixels_high - box.y0)))
     pyplot.close(figure)
-    return {"path": str(path), "size": (width, height), "panels": boxes,
+    return {"path": str(path), "size": (pixels_wide, pixels_high), "panels": boxes,
             "models": [model for _name, model in models]}
 
 
@@ -216,7 +247,7 @@ def render_bench(results_dir: Path, out_dir: Path) -> list[dict[str, t.Any]]:
         panels = [(name, json.loads((results_dir / ("%s.timeline.json" % label)).read_text()))
                   for label, name in runs if (results_dir / ("%s.timeline.json" % label)).exists()]
         if panels:
-            drawn.append(render(out_dir / file_name, title, panels))
+            drawn.append(render(out_dir / file_name, "%s - bench run %s" % (title, results_dir.name), panels))
     return drawn
 
 

@@ -218,7 +218,7 @@ class Bench:
         (self.results_dir / ("%s.load.json" % label)).write_text(json.dumps(figures, indent=2, default=str))
         # Every request and the deploy's phases, for the timeline charts (bench/charts.py).
         save_timeline(self.results_dir / ("%s.timeline.json" % label), load.results, began, ended, wall_began,
-                      spans(outcome) if spans else self.engine_spans(wall_began), label)
+                      spans(outcome) if spans else self.engine_spans(wall_began), label, load.stopped_at)
         log("%s under load: sent %d (%.0f/s), failed %d, longest gap %.2fs, p50/p99 %s/%s ms (steady %s/%s ms)"
             % (label, total["sent"], during["rate"], total["failed"], total["longest_gap_s"], during["p50_ms"],
                during["p99_ms"], steady["p50_ms"], steady["p99_ms"]))
