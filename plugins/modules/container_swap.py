@@ -481,7 +481,7 @@ phase_log:
 progress:
   description:
     - "The last phase the run entered - V(phase), V(started) (UTC), V(step) (its last step, e.g.
-      C(command 1 of 2: python manage.py migrate) or C(attempt 7, http://127.0.0.1:8002/health), or V(null)) - and
+      C(command 1 of 2: python manage.py migrate) or C(attempt 7), or V(null)) - and
       on failure V(seconds), how long that phase ran (also in the audit line of a failure). Secrets redacted."
   returned: when a phase started
   type: dict

@@ -68,9 +68,9 @@ def test_a_failure_reports_how_far_the_failed_phase_got(tmp_path):
     run.result.failed("health", "health check failed", True, run.phases, run.progress_seconds())
     progress = run.result["progress"]
     assert progress["phase"] == "health" and progress["seconds"] >= 0.3
-    assert progress["step"] == "attempt %d, http://127.0.0.1:1/health" % run.result["health_attempts"]
+    assert progress["step"] == "attempt %d" % run.result["health_attempts"]
     outcome = run.result.final("failed", "v1", False, "failed")["outcome"]
-    assert outcome["progress"] == "health ran %.1f s, at attempt %d, http://127.0.0.1:1/health" % (
+    assert outcome["progress"] == "health ran %.1f s, at attempt %d" % (
         progress["seconds"], run.result["health_attempts"])
     assert run.result.final("deployed", "v2", True, "ok")["outcome"]["progress"] is None
     assert progress_line({"phase": "plan"}) == "plan" and progress_line(None) is None
