@@ -13,12 +13,13 @@ help:
 	@echo "make test   - set up this machine and run every test (lint, unit, integration, molecule)"
 	@echo "make bench  - zero-downtime and timing benchmarks (writes docs/benchmarks.md)"
 
-# Virtualenv with the pinned controller packages; rebuilt only when requirements change.
-$(VENV)/.installed: requirements.txt examples/django-app/requirements-test.txt
+# Virtualenv with the pinned controller packages and the bench's (bench/requirements.txt: the
+# charts of `make bench`, also drawn by a unit test); rebuilt only when requirements change.
+$(VENV)/.installed: requirements.txt examples/django-app/requirements-test.txt bench/requirements.txt
 	@bash testbed/host-preflight.sh
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip >/dev/null
-	@$(PY) -m pip install -q -r requirements.txt -r examples/django-app/requirements-test.txt
+	@$(PY) -m pip install -q -r requirements.txt -r examples/django-app/requirements-test.txt -r bench/requirements.txt
 	@mkdir -p .collections/ansible_collections/greenlight
 	@ln -sfn $(CURDIR) .collections/ansible_collections/greenlight/deploy
 	@touch $@

@@ -41,6 +41,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from loadgen import LoadGenerator  # noqa: E402
+from charts import engine_spans, render_bench, save_timeline  # noqa: E402
 sys.path.insert(0, str(REPO / "tests"))
 from gltest import free_port  # noqa: E402  (shared with the test suites)
 
@@ -50,6 +51,7 @@ SERVERS = ["glbench-%d" % n for n in range(1, 7)]
 FLEETS = (1, 3, 6)
 NAIVE_PORT = 8888
 UPSTREAM_FILE = "/etc/nginx/greenlight/todo-upstream.conf"
+RELEASES_LOG = "/opt/todo/releases.jsonl"
 
 # Targets from issues 7 and 11 (docs/benchmarks.md).
 TARGET_RATE = 200
@@ -185,13 +187,16 @@ class Bench:
             good = good + 1 if self.release_via_nginx() == release else 0
             time.sleep(0.05)
 
-    def under_load(self, label: str, action: t.Callable[[], t.Any], new_release: str) -> dict[str, t.Any]:
-        """Load before, during and after `action`; figures for the steady and the deploy windows."""
+    def under_load(self, label: str, action: t.Callable[[], t.Any], new_release: str,
+                   spans: t.Optional[t.Callable[[t.Any], list]] = None) -> dict[str, t.Any]:
+        """Load before, during and after `action`; figures for the steady and the deploy windows.
+        `spans`: the deploy's phases (name, start, end in epoch seconds) from its outcome; default
+        the engine's phase_log in glbench-1's releases.jsonl."""
         load = LoadGenerator(self.port, threads=self.args.threads, rate=self.args.rate, paths=("/health", "/"),
                              max_seconds=600, max_requests=400000).start()
         try:
             time.sleep(STEADY_SECONDS)
-            began = time.monotonic()
+            began, wall_began = time.monotonic(), time.time()
             outcome = action()
             ended = time.monotonic()
             time.sleep(AFTER_SECONDS)
@@ -211,10 +216,18 @@ class Bench:
             "outcome": outcome,
         }
         (self.results_dir / ("%s.load.json" % label)).write_text(json.dumps(figures, indent=2, default=str))
+        # Every request and the deploy's phases, for the timeline charts (bench/charts.py).
+        save_timeline(self.results_dir / ("%s.timeline.json" % label), load.results, began, ended, wall_began,
+                      spans(outcome) if spans else self.engine_spans(wall_began), label, load.stopped_at)
         log("%s under load: sent %d (%.0f/s), failed %d, longest gap %.2fs, p50/p99 %s/%s ms (steady %s/%s ms)"
             % (label, total["sent"], during["rate"], total["failed"], total["longest_gap_s"], during["p50_ms"],
                during["p99_ms"], steady["p50_ms"], steady["p99_ms"]))
         return figures
+
+    def engine_spans(self, since: float) -> list[tuple[str, float, float]]:
+        """The engine's phases on glbench-1 since `since` (epoch): phase_log in releases.jsonl."""
+        proc = self.server_sh(SERVERS[0], "tail -n 5 %s" % RELEASES_LOG, check=False)
+        return engine_spans([json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")], since)
 
     # -- stages ----------------------------------------------------------------------------------
     def machine(self) -> None:
@@ -371,7 +384,8 @@ class Bench:
         first = self.naive_deploy("naive-deploy-v1", "v1")
         self.wait_release("v1")
         self.figures["naive_first"] = first
-        self.figures["naive"] = self.under_load("naive-v1-v2", lambda: self.naive_deploy("naive-deploy-v2", "v2"), "v2")
+        self.figures["naive"] = self.under_load("naive-v1-v2", lambda: self.naive_deploy("naive-deploy-v2", "v2"), "v2",
+                                                spans=lambda outcome: outcome["spans"])
         # Without load, like fleet1's greenlight deploy: v1 again, then the v1 -> v2 that is compared.
         self.naive_deploy("naive-deploy-v1-again", "v1")
         self.figures["naive_quiet"] = self.naive_deploy("naive-deploy-v2-quiet", "v2")
@@ -388,17 +402,19 @@ class Bench:
         traced = [(float(m.group(1)), m.group(2)) for m in
                   (re.match(r"^\++ (\d+\.\d+) (.*)$", line) for line in proc.stderr.splitlines()) if m]
         phases: dict[str, float] = {}
+        spans = []  # (step, start, end) in epoch seconds, for the timeline chart
         for (at, command), (until, _next) in zip(traced, traced[1:]):
             match = re.match(r"^docker (pull|stop|rm|run|exec|cp)\b", command)
             if match:
                 name = {"exec": "migrate", "cp": "static"}.get(match.group(1), match.group(1))
                 phases[name] = round(phases.get(name, 0.0) + until - at, 2)
+                spans.append((name, at, until))
         (self.results_dir / ("%s.log" % label)).write_text("$ %s\n%s\n%s" % (shlex.join(argv), proc.stdout,
                                                                              proc.stderr))
         if proc.returncode != 0:
             raise RuntimeError("%s failed (exit %d): %s" % (label, proc.returncode, proc.stderr[-2000:]))
         log("%s: %.1fs (%s)" % (label, seconds, ", ".join("%s %.1fs" % item for item in phases.items())))
-        return {"seconds": round(seconds, 2), "rc": proc.returncode, "phases": phases}
+        return {"seconds": round(seconds, 2), "rc": proc.returncode, "phases": phases, "spans": spans}
 
     def run(self) -> int:
         self.machine()
@@ -427,6 +443,9 @@ class Bench:
         if self.args.output:
             write_markdown(Path(self.args.output), render_results(self.figures, rows, verdicts))
             log("wrote %s" % self.args.output)
+            # The request timelines beside it (docs/img/bench-*.png, shown by docs/benchmarks.md).
+            for chart in render_bench(self.results_dir, Path(self.args.output).resolve().parent / "img"):
+                log("wrote %s" % chart["path"])
         log("done in %.0fs" % self.elapsed())
         return 0
 

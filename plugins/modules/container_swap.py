@@ -389,9 +389,14 @@ outcome:
     message:
       description: One line for humans, secrets redacted.
       type: str
+    progress:
+      description:
+        - On failure, how far the failed phase got, one line (as RV(progress)), e.g. which pre-switch command ran
+          or how many health attempts were made; V(null) when the run did not fail.
+      type: str
   sample: {state: deployed, action: deploy, phase: null, release: v2, previous: v1, live: v2,
            image: "registry.greenlight.test:5000/greenlight/todo:v2", digest: "sha256:...",
-           phases: {plan: 0.02, switch: 0.1}, switched: true, message: "v2 is live on web1 (was v1)"}
+           phases: {plan: 0.02, switch: 0.1}, switched: true, message: "v2 is live on web1 (was v1)", progress: null}
 noop:
   description: O(mode=prepare) - a swap of this image would change nothing.
   returned: success and O(mode=prepare)
@@ -469,6 +474,24 @@ proxy_verified:
   returned: when the proxy answered
   type: dict
   sample: {url: "http://127.0.0.1/health", status: 200, release: "3f2c1ab", attempts: 3}
+phase_log:
+  description:
+    - Each phase that ran to its end, in order, with the UTC time it started and its seconds (also in the
+      audit line; what C(deploy.sh) shows live).
+  returned: when a phase ran to its end
+  type: list
+  elements: dict
+  sample: [{phase: plan, started: "2026-11-29T21:02:03.123456Z", seconds: 0.02},
+           {phase: pre_switch, started: "2026-11-29T21:02:03.201234Z", seconds: 1.1}]
+progress:
+  description:
+    - "The last phase the run entered - V(phase), V(started) (UTC), V(step) (its last step, e.g.
+      C(command 1 of 2: python manage.py migrate) or C(attempt 7), or V(null)) - and
+      on failure V(seconds), how long that phase ran (also in the audit line of a failure). Secrets redacted."
+  returned: when a phase started
+  type: dict
+  sample: {phase: pre_switch, started: "2026-11-29T21:02:03.201234Z", step: "command 1 of 1: python manage.py migrate",
+           seconds: 4.2}
 health_attempts:
   description: Number of health requests sent to the new container.
   returned: always

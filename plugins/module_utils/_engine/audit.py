@@ -42,12 +42,14 @@ def audit_record(result: dict[str, t.Any], app_name: str, actor: dict[str, t.Any
     redacted from the texts an app or a failure can put there (FREE_TEXT_KEYS, see redact())."""
     keys = ("action", "changed", "release", "previous_release", "image", "image_id", "image_digest", "live_port",
             "container_id", "container_name", "services", "snapshot", "phases", "health_attempts", "rolled_back",
-            "failed_phase", "error", "adopted", "proxy_uncertain", "stopping_old")
+            "failed_phase", "error", "adopted", "proxy_uncertain", "stopping_old", "phase_log")
     record = {"time": utc_now(), "app": app_name, "actor": actor,
               "result": "failed" if result.get("failed_phase") else "ok"}
     for key in keys:
         if key in result:
             record[key] = result[key]
+    if result.get("failed_phase") and result.get("progress"):
+        record["progress"] = result["progress"]  # how far the failed phase got
     return redact_free_text(record, env)
 
 

@@ -42,6 +42,7 @@ import typing as t
 from . import state
 from .cli_config import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, PROG, CliError, _err, _out, image_reference, load_config,
                          pull, read_options)
+from .cli_progress import Progress
 from .context import Run
 from .docker_api import DockerClient, DockerError
 from .errors import OptionsError, SwapError, UnsafePathError
@@ -60,7 +61,8 @@ def live_release_of(opts: t.Any) -> t.Optional[str]:
 
 def _phase_logger(verbose: bool) -> t.Callable[[str], None]:
     def log(message: str) -> None:
-        if verbose:
+        # Phase starts are shown by Progress (cli_progress.py); the other messages here.
+        if verbose and not message.startswith("phase "):
             _err("%s: %s" % (PROG, message))
     return log
 
@@ -94,13 +96,20 @@ def _describe_result(result: dict[str, t.Any], check: bool) -> list[str]:
 
 
 def _run(options: dict[str, t.Any], args: argparse.Namespace) -> int:
+    # Each phase as it runs, on stderr: redrawn in place on a terminal, plain lines otherwise.
+    progress = None if args.json else Progress(sys.stderr)
     try:
-        result = run_swap(options, log=_phase_logger(not args.json), background_stop=True)
+        result = run_swap(options, log=_phase_logger(not args.json), background_stop=True, progress=progress)
     except SwapError as exc:
+        if progress:
+            progress.failed()
         if args.json:
             _out(json.dumps(dict(exc.result, failed=True, msg=str(exc)), sort_keys=True, default=str))
         _err("%s: FAILED: %s" % (PROG, exc))
         return EXIT_FAILED
+    finally:
+        if progress:
+            progress.close()
     if args.json:
         _out(json.dumps(result, sort_keys=True, default=str))
     else:

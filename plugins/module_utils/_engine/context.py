@@ -6,11 +6,17 @@
 # Do not use this from other collections or standalone plugins/modules!
 
 """One run of the engine on one server: what every phase reads and leaves behind for the next
-(options, Docker, env, the lock, timings, the result, what was created so a failure can undo it)."""
+(options, Docker, env, the lock, timings, the result, what was created so a failure can undo it).
+
+Progress: every phase start and end, and the steps inside a long phase (which pre-switch command
+runs, which health attempt), go to one hook, ``progress`` (deploy.sh prints them live,
+cli_progress.py), and into the result: ``phase_log`` (each phase's start and seconds) and
+``progress`` (the last phase entered and its last step, what a failure shows)."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import time
 import typing as t
@@ -21,17 +27,27 @@ from .envfile import read_env_file
 from .labels import LABEL_APP, SERVICE_WEB, config_hash
 from .lock import DeployLock
 from .options import SwapOptions
+from .redact import redact
 from .result import Result
+
+
+def _utc_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Run:
     """The shared state of one run. Phases are functions of (run, plan)."""
 
     def __init__(self, opts: SwapOptions, docker: t.Optional[t.Any] = None,
-                 log: t.Optional[t.Callable[[str], None]] = None) -> None:
+                 log: t.Optional[t.Callable[[str], None]] = None,
+                 progress: t.Optional[t.Callable[[dict[str, t.Any]], None]] = None) -> None:
         self.opts = opts
         self.docker = docker or DockerClient(opts.docker_socket)
         self.log = log or (lambda message: None)
+        # Called with {"event": "start" | "step" | "end", "phase": ..., "step": ..., "seconds": ...}.
+        self.progress = progress
+        self.phase_started = time.monotonic()
+        self.phase_started_utc = _utc_iso()
         self.actor = current_actor(opts.actor)
         self.phases: dict[str, float] = {}
         self.phase = "plan"
@@ -57,10 +73,40 @@ class Run:
         self.log("phase %s" % phase)
         if self.lock:
             self.lock.update(phase=phase)
-        return time.monotonic()
+        self.phase_started = time.monotonic()
+        self.phase_started_utc = _utc_iso()
+        self.result.set(progress={"phase": phase, "step": None, "started": self.phase_started_utc})
+        self._report({"event": "start", "phase": phase})
+        return self.phase_started
 
     def leave(self, phase: str, started: float) -> None:
-        self.phases[phase] = round(self.phases.get(phase, 0.0) + time.monotonic() - started, 3)
+        seconds = time.monotonic() - started
+        self.phases[phase] = round(self.phases.get(phase, 0.0) + seconds, 3)
+        self.result.data.setdefault("phase_log", []).append(
+            {"phase": phase, "started": self.phase_started_utc, "seconds": round(seconds, 3)})
+        self._report({"event": "end", "phase": phase, "seconds": round(seconds, 3)})
+
+    def step(self, text: str, repeat: bool = False) -> None:
+        """Where the current phase is (e.g. "command 1 of 2: python manage.py migrate", "attempt 3"):
+        the progress hook shows it, result progress keeps the last one for a failure. `repeat`: one
+        of many alike (health attempts), which a log may thin out."""
+        text = redact(text, self.env)  # a command line may hold an env value: shown and kept redacted
+        progress = dict(self.result.get("progress") or {"phase": self.phase, "started": self.phase_started_utc})
+        progress["step"] = text
+        self.result.set(progress=progress)
+        self._report({"event": "step", "phase": self.phase, "step": text, "repeat": repeat})
+
+    def progress_seconds(self) -> float:
+        """Seconds since the current phase started (a failure reports how long it ran)."""
+        return round(time.monotonic() - self.phase_started, 3)
+
+    def _report(self, event: dict[str, t.Any]) -> None:
+        """Tell the progress hook; a hook that fails (a closed terminal) never fails the run."""
+        if self.progress is not None:
+            try:
+                self.progress(event)
+            except Exception:  # pylint: disable=broad-except
+                self.progress = None
 
     @contextlib.contextmanager
     def timed(self, phase: str) -> t.Iterator[None]:

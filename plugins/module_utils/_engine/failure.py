@@ -65,7 +65,7 @@ def fail(run: t.Any, exc: BaseException) -> None:
             notes.append("no release was live")
     elif run.switched:
         notes.append("release %s is live on port %s" % (result.get("release"), result.get("live_port")))
-    result.failed(phase, message, phase not in ("plan", "lock"), run.phases)
+    result.failed(phase, message, phase not in ("plan", "lock"), run.phases, run.progress_seconds())
     what = result.get("action") or "deploy"
     result.set(msg="%s of %s release %s failed in phase %s on %s: %s%s. %s" % (
         what, opts.app_name, result.get("release"), phase, run.actor["host"], message.rstrip("."),

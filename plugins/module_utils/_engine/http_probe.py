@@ -44,16 +44,19 @@ def fetch_release(url: str, timeout: float = 5.0) -> tuple[int, str | None]:
 
 
 def verify(url: str, expected_release: str | None, accepted_statuses: t.Sequence[int], timeout: float,
-           interval: float = 0.1, consecutive: int = 3) -> dict[str, t.Any]:
+           interval: float = 0.1, consecutive: int = 3,
+           on_attempt: t.Optional[t.Callable[[int], None]] = None) -> dict[str, t.Any]:
     """Poll `url` through the proxy until it answers an accepted status (from `expected_release`)
     `consecutive` times in a row: right after a reload some connections may still reach workers
-    that have the old upstream, so one good answer proves little."""
+    that have the old upstream, so one good answer proves little. `on_attempt(n)` before each."""
     deadline = time.monotonic() + timeout
     attempts = 0
     good = 0
     last = "no answer"
     while True:
         attempts += 1
+        if on_attempt is not None:
+            on_attempt(attempts)
         try:
             status, release = fetch_release(url, timeout=min(5.0, max(0.5, timeout)))
             if status in accepted_statuses and (expected_release is None or release == expected_release):

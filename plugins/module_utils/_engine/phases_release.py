@@ -43,8 +43,11 @@ def snapshot(run: t.Any, plan: Plan) -> None:
 def pre_switch(run: t.Any, plan: Plan) -> None:
     """Run each pre-switch command in a one-off container of the new image; any failure stops the run."""
     run.pre_switch_started = True
-    outputs = [tail(run_one_off(run, plan.image_id, plan.release, command), 20)
-               for command in run.opts.pre_switch_commands]
+    outputs = []
+    commands = run.opts.pre_switch_commands
+    for number, command in enumerate(commands, 1):
+        run.step("command %d of %d: %s" % (number, len(commands), shlex.join(as_argv(command))))
+        outputs.append(tail(run_one_off(run, plan.image_id, plan.release, command), 20))
     run.result.set(pre_switch_output=outputs)
 
 
@@ -111,6 +114,7 @@ def wait_healthy(run: t.Any, container_id: str, port: int) -> dict[str, t.Any]:
     last = "no answer yet"
     while True:
         attempts = run.result.health_attempt()
+        run.step("attempt %d" % attempts, repeat=True)  # no URL: a step is redacted like free text
         try:
             status, release = fetch_release(url, timeout=max(0.5, min(5.0, opts.health_timeout)))
             if status in opts.health_statuses:

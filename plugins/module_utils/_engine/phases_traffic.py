@@ -31,6 +31,7 @@ def switch(run: t.Any, plan: Plan, health: dict[str, t.Any]) -> None:
     """Point the upstream file at the new port and reload nginx gracefully; with proxy_verify_url,
     check through nginx that the new release answers, else switch back (SwapError)."""
     opts = run.opts
+    run.step("reloading the proxy with the new upstream")
     try:
         switch_upstream(opts.upstream_file, plan.new_port, opts.proxy_test_command, opts.proxy_reload_command)
     except ProxyReloadError as exc:
@@ -43,7 +44,8 @@ def switch(run: t.Any, plan: Plan, health: dict[str, t.Any]) -> None:
     if opts.proxy_verify_url:
         try:
             verified = verify(opts.proxy_verify_url, health["release"], opts.health_statuses,
-                              opts.proxy_verify_timeout)
+                              opts.proxy_verify_timeout, on_attempt=lambda number: run.step(
+                                  "verify attempt %d through the proxy" % number, repeat=True))
             run.result.set(proxy_verified=dict(verified, url=opts.proxy_verify_url))
         except ProxyError as exc:
             switch_back(run, plan, exc)

@@ -103,7 +103,7 @@ def run_prepare(run: Run) -> dict[str, t.Any]:
         if phase == "preflight":
             message = "%s." % str(exc).rstrip(".")
         message += " Nothing was changed on %s." % host
-        result.failed(phase, message, False, run.phases)
+        result.failed(phase, message, False, run.phases, run.progress_seconds())
         live = live_release(run.docker, opts.app_name, opts.upstream_file)
         raise SwapError(message, result.final("failed", live, False, message))
     result.from_plan(plan)

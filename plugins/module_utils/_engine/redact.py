@@ -53,7 +53,7 @@ def redact_values(value: t.Any, env: t.Sequence[str]) -> t.Any:
 # restore-database and the smoke check still match on them when an env value happens to appear in
 # one (APP_NAME=shop, release v2-prod with NODE_ENV=prod...). The release an app answered with
 # (X-Release) is the app's text too, redacted unless it is the release id the engine expected.
-FREE_TEXT_KEYS = ("error", "pre_switch_output")
+FREE_TEXT_KEYS = ("error", "pre_switch_output", "progress")
 
 
 def redact_free_text(result: dict[str, t.Any], env: t.Sequence[str]) -> dict[str, t.Any]:

@@ -133,7 +133,7 @@ def run_restore(run: t.Any, live: t.Any = _READ) -> dict[str, t.Any]:
                                                              str(exc).rstrip("."))
         message += ". Nothing was changed on %s." % host if phase != "restore" else \
             ". The database may be partly restored; the state before is kept in %s." % result.get("safety_snapshot", "-")
-        result.failed(phase, message, phase == "restore", run.phases)
+        result.failed(phase, message, phase == "restore", run.phases, run.progress_seconds())
         if phase == "restore":
             try:
                 append_jsonl(opts.releases_log, {"time": utc_now(), "app": opts.app_name, "actor": run.actor,

@@ -18,7 +18,7 @@ from .labels import name
 STATES = ("deployed", "unchanged", "rolled-back", "would-deploy", "would-pull", "failed", "recreated", "prepared",
           "restored", "would-recreate", "would-restore")
 OUTCOME_KEYS = ("state", "action", "phase", "release", "previous", "live", "image", "digest", "phases", "switched",
-                "message")
+                "message", "progress")
 
 
 class Result:
@@ -70,8 +70,16 @@ class Result:
         self.data["health_attempts"] += 1
         return self.data["health_attempts"]
 
-    def failed(self, phase: str, error: str, changed: bool, phases: dict[str, float]) -> None:
+    def failed(self, phase: str, error: str, changed: bool, phases: dict[str, float],
+               seconds: t.Optional[float] = None) -> None:
+        """The run failed in `phase` after `seconds` in it: progress says how far that phase got."""
         self.data.update({"failed_phase": phase, "error": error, "changed": changed, "phases": phases})
+        progress = dict(self.data.get("progress") or {})
+        if progress.get("phase") != phase:
+            progress = {"phase": phase, "step": None, "started": None}
+        if seconds is not None:
+            progress["seconds"] = seconds
+        self.data["progress"] = progress
 
     # -- the answer ------------------------------------------------------------------------------
     def final(self, state: str, live_release: t.Optional[str], switched: bool, message: str,
@@ -92,8 +100,22 @@ class Result:
             "phases": dict(data.get("phases") or {}),
             "switched": bool(switched),
             "message": " ".join(str(message).split())[:500],
+            "progress": progress_line(data.get("progress")) if state == "failed" else None,
         }
         return data
+
+
+def progress_line(progress: t.Optional[dict[str, t.Any]]) -> t.Optional[str]:
+    """How far the last phase got, one line: "pre_switch ran 4.2 s, at command 1 of 1: python manage.py
+    migrate" (outcome.progress of a failed run, the deploy summary shows it)."""
+    if not progress or not progress.get("phase"):
+        return None
+    line = str(progress["phase"])
+    if isinstance(progress.get("seconds"), (int, float)):
+        line += " ran %.1f s" % progress["seconds"]
+    if progress.get("step"):
+        line += ", at %s" % progress["step"]
+    return " ".join(line.split())[:300]
 
 
 def success_state(data: dict[str, t.Any], check_mode: bool, mode: str = "deploy") -> str:

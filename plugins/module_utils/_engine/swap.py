@@ -54,8 +54,9 @@ class Swap:
     """One swap on one server. Use :func:`run_swap`."""
 
     def __init__(self, opts: SwapOptions, docker: t.Optional[t.Any] = None,
-                 log: t.Optional[t.Callable[[str], None]] = None, background_stop: bool = False) -> None:
-        self.ctx = Run(opts, docker=docker, log=log)
+                 log: t.Optional[t.Callable[[str], None]] = None, background_stop: bool = False,
+                 progress: t.Optional[t.Callable[[dict[str, t.Any]], None]] = None) -> None:
+        self.ctx = Run(opts, docker=docker, log=log, progress=progress)
         self.background_stop = background_stop
 
     def run(self) -> dict[str, t.Any]:
@@ -168,8 +169,8 @@ class Swap:
             with ctx.timed("plan"):
                 return self._replan()
         except (SwapError, DockerError) as exc:
-            result.set(failed_phase="plan", error=redact(str(exc), ctx.env), phases=ctx.phases,
-                       action=opts.mode if opts.mode in ("rollback", "recreate") else "deploy",
+            result.failed("plan", redact(str(exc), ctx.env), False, ctx.phases, ctx.progress_seconds())
+            result.set(action=opts.mode if opts.mode in ("rollback", "recreate") else "deploy",
                        release=opts.release or opts.rollback_release, image=opts.image)
             message = "%s of %s failed in phase plan on %s (nothing was changed): %s" % (
                 result["action"], opts.app_name, ctx.actor["host"], result["error"])
@@ -206,12 +207,16 @@ class Swap:
 
 
 def run_swap(options: t.Union[dict, SwapOptions], docker: t.Optional[t.Any] = None,
-             log: t.Optional[t.Callable[[str], None]] = None, background_stop: bool = False) -> dict[str, t.Any]:
+             log: t.Optional[t.Callable[[str], None]] = None, background_stop: bool = False,
+             progress: t.Optional[t.Callable[[dict[str, t.Any]], None]] = None) -> dict[str, t.Any]:
     """Run one swap. Returns the result dict; raises SwapError (with `.result`) on failure.
 
     background_stop (the front ends, container_swap and deploy.sh, set it): once traffic has left
     the old release, a detached child stops it holding the deploy lock, and this returns (result
-    stopping_old); without it (tests, embedding) the old release is stopped before returning."""
+    stopping_old); without it (tests, embedding) the old release is stopped before returning.
+
+    progress (deploy.sh sets it): called at every phase start and end and at each step of a long
+    phase (context.Run.step); the same facts are in the result (phase_log, progress)."""
     try:
         try:
             opts = options_from_dict(options)
@@ -222,7 +227,7 @@ def run_swap(options: t.Union[dict, SwapOptions], docker: t.Optional[t.Any] = No
         exc.result["outcome"]["phase"] = exc.result["failed_phase"] = "options"
         raise
     if opts.mode == "prepare":
-        return run_prepare(Run(opts, docker=docker, log=log))
+        return run_prepare(Run(opts, docker=docker, log=log, progress=progress))
     if opts.mode == "restore":
-        return run_restore(Run(opts, docker=docker, log=log))
-    return Swap(opts, docker=docker, log=log, background_stop=background_stop).run()
+        return run_restore(Run(opts, docker=docker, log=log, progress=progress))
+    return Swap(opts, docker=docker, log=log, background_stop=background_stop, progress=progress).run()
