@@ -282,13 +282,13 @@ def app_host(app_name: str, nginx: Nginx) -> t.Iterator[AppHost]:
 # ----------------------------------------------------------------------------------------------
 # Driving the module through ansible
 # ----------------------------------------------------------------------------------------------
-def run_module(options: dict[str, t.Any], check: bool = False, diff: bool = False) -> dict[str, t.Any]:
-    """`ansible localhost -m greenlight.deploy.container_swap -a <json>`; returns the task result."""
+def run_module(options: dict[str, t.Any], check: bool = False, diff: bool = False,
+               module: str = "greenlight.deploy.container_swap") -> dict[str, t.Any]:
+    """`ansible localhost -m <module> -a <json>`; returns the task result."""
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
                ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
                ANSIBLE_PYTHON_INTERPRETER=sys.executable)
-    argv = [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "greenlight.deploy.container_swap",
-            "-a", json.dumps(options)]
+    argv = [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", module, "-a", json.dumps(options)]
     if check:
         argv.append("--check")
     if diff:
