@@ -116,6 +116,11 @@ upstream_port:
   returned: always
   type: int
   sample: 8001
+maintenance:
+  description: Whether nginx answers with the maintenance page (C(deploy.sh maintenance on), C(playbooks/maintenance.yml)).
+  returned: always
+  type: bool
+  sample: false
 live:
   description: The live release, null when none serves.
   returned: always

@@ -23,7 +23,7 @@ from .audit import read_records
 from .docker_api import DockerClient, DockerError
 from .labels import LABEL_APP, LABEL_IMAGE, LABEL_PORT, LABEL_RELEASE, LABEL_SERVICE, SERVICE_WEB, label, name, running
 from .lock import lock_holder
-from .proxy_nginx import read_upstream_port
+from .proxy_nginx import maintenance_file, maintenance_on, read_upstream_port
 
 UNKNOWN = "unknown"
 
@@ -147,6 +147,7 @@ def status(opts: t.Any, host: str, repository: t.Optional[str] = None, last: int
         "host": host,
         "condition": condition(live, holder, last_deploy),
         "upstream_port": state.upstream_port,
+        "maintenance": maintenance_on(maintenance_file(opts.upstream_file, opts.app_name)),
         "live": live,
         "kept": [describe(c) for c in state.kept],
         "lock": holder,
