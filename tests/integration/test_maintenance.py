@@ -7,7 +7,6 @@ page and Retry-After, never a connection error or a 502; a deploy during mainten
 from __future__ import annotations
 
 import http.client
-import json
 import subprocess
 import threading
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from conftest import NGINX, REPO, free_ports, image, require_images
+from conftest import NGINX, REPO, free_ports, image, require_images, run_playbook, write_deploy_config
 
 from ansible_collections.greenlight.deploy.plugins.module_utils._engine import cli, ops, state
 from ansible_collections.greenlight.deploy.plugins.module_utils._engine.options import options_from_dict
@@ -24,7 +23,6 @@ from ansible_collections.greenlight.deploy.plugins.module_utils._engine.swap imp
 
 pytestmark = pytest.mark.docker
 
-PER_RUN = ("image", "mode", "rollback_release", "release", "actor", "check_mode")
 PAGE_MARK = "greenlight maintenance page"
 MAIN_CONF = """
 worker_processes 2;
@@ -244,9 +242,7 @@ def test_maintenance_on_off_under_load_and_a_deploy_during_it(app_host, role_ngi
     role_nginx.settle(503)
     assert role_nginx.get(headers={"X-Greenlight-Probe": "1"})[2].get("X-Release") == "v2"
     # deploy.sh maintenance off (the CLI, with its deploy.json).
-    config = app_host.app_dir.parent / "deploy.json"
-    swap = {k: v for k, v in options(app_host, role_nginx).items() if k not in PER_RUN}
-    config.write_text(json.dumps({"swap": swap}))
+    config = write_deploy_config(app_host, **options(app_host, role_nginx))
     assert cli.main(["maintenance", "off", "--actor", "ci-job-7"], config_path=str(config)) == 0
     assert "maintenance mode is off" in capsys.readouterr().out
     role_nginx.settle(200)
@@ -257,6 +253,20 @@ def test_maintenance_on_off_under_load_and_a_deploy_during_it(app_host, role_ngi
     switches = [r for r in app_host.audit_lines() if r["action"] == "maintenance"]
     assert [r["maintenance"] for r in switches] == ["on", "off"] * 4  # the no-op "on" wrote nothing
     assert switches[-1]["actor"]["by"] == "ci-job-7"
+    # playbooks/maintenance.yml: check mode predicts, on, then off again.
+    upstream = role_nginx.upstream_file
+    played = run_playbook("maintenance.yml", app_host, "maintenance=on", check=True, upstream_file=upstream)
+    assert played.returncode == 0 and "changed=1" in played.stdout, played.stdout + played.stderr
+    assert role_nginx.get()[0] == 200
+    played = run_playbook("maintenance.yml", app_host, "maintenance=on", upstream_file=upstream)
+    assert played.returncode == 0 and "changed=1" in played.stdout, played.stdout + played.stderr
+    role_nginx.settle(503)
+    played = run_playbook("maintenance.yml", app_host, "maintenance=off", upstream_file=upstream)
+    assert played.returncode == 0 and "changed=1" in played.stdout, played.stdout + played.stderr
+    role_nginx.settle(200)
+    assert [r["actor"].get("by") for r in app_host.audit_lines() if r["action"] == "maintenance"][-2:] == [
+        "maintenance.yml", "maintenance.yml"]
+
     # A record of maintenance is not a deploy: the server is not "failed" or anything but live.
     assert state.status(opts, "test")["condition"] == "live"
 

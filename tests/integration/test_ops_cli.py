@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import pty
-import shutil
 import subprocess
 import sys
 import time
@@ -16,26 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import COLLECTIONS, docker_client, image, require_images
+from conftest import (CLI_DRIVER, COLLECTIONS, docker_client, image, require_images, run_playbook,
+                      write_deploy_config)
 
 from ansible_collections.greenlight.deploy.plugins.module_utils._engine.swap import run_swap
 
 pytestmark = pytest.mark.docker
 
-PER_RUN = ("image", "mode", "rollback_release", "release", "actor", "check_mode")
-DRIVER = ("import sys; sys.path.insert(0, sys.argv[1]); "
-          "from ansible_collections.greenlight.deploy.plugins.module_utils._engine.cli import main; "
-          "sys.exit(main(sys.argv[3:], config_path=sys.argv[2]))")
-
-
-def write_config(app_host) -> Path:
-    """deploy.json as deploy_script writes it (root-owned, beside the app directory)."""
-    path = app_host.app_dir.parent / "deploy.json"
-    swap = {k: v for k, v in app_host.options().items() if k not in PER_RUN}
-    path.write_text(json.dumps({"swap": swap, "image_repository": "greenlight/todo",
-                                "docker_command": shutil.which("docker")}))
-    path.chmod(0o644)
-    return path
+DRIVER = CLI_DRIVER
 
 
 def deploy_sh(config: Path, *argv: str, **popen: object) -> subprocess.Popen:
@@ -58,10 +45,10 @@ def one_offs(app: str) -> list:
 def live_v1(app_host, nginx):
     require_images("v1")
     run_swap(app_host.options(image=image("v1")))
-    return write_config(app_host)
+    return write_deploy_config(app_host)
 
 
-def test_logs_of_the_live_release(app_host, nginx, live_v1):
+def test_logs_and_the_logs_and_run_playbooks(app_host, nginx, live_v1, tmp_path):
     code, out, err = run_cli(live_v1, "logs", "--lines", "50")
     assert code == 0, err
     assert "release v1" in err
@@ -88,6 +75,30 @@ def test_logs_of_the_live_release(app_host, nginx, live_v1):
         out, err = follow.communicate(timeout=20)
     assert "Handling signal: hup" in out + err
     assert "Listening at" not in out + err  # --lines 0: nothing from before
+
+    # playbooks/logs.yml and playbooks/run.yml (through deploy.sh, as on a server).
+    played = run_playbook("logs.yml", app_host, "logs_lines=20", "logs_dir=%s" % tmp_path)
+    assert played.returncode == 0, played.stdout + played.stderr
+    assert "Listening at: http://0.0.0.0:8000" in (tmp_path / "localhost.log").read_text()
+    assert "Listening at" in played.stdout
+
+    played = run_playbook("run.yml", app_host, "run_actor=ci-42", "cmd=python manage.py createsuperuser")
+    assert played.returncode != 0 and "quoted inside the -e value" in played.stdout  # cmd would be "python"
+
+    played = run_playbook("run.yml", app_host, "run_actor=ci-42",
+                          "cmd='python manage.py createsuperuser --noinput --username ops --email ops@example.test'")
+    assert played.returncode == 0, played.stdout + played.stderr
+    assert "Superuser created successfully." in played.stdout, played.stdout
+
+    played = run_playbook("run.yml", app_host, json.dumps({"cmd": "sh -c 'exit 4'"}))
+    assert played.returncode != 0 and "exited 4" in played.stdout
+
+    played = run_playbook("run.yml", app_host, "cmd='python manage.py migrate'", check=True)
+    assert played.returncode == 0, played.stdout + played.stderr
+    runs = [r for r in app_host.audit_lines() if r["action"] == "run"]
+    assert [(r["command"][-2:], r["exit_code"], r["actor"]["by"]) for r in runs] == [
+        (["--email", "ops@example.test"], 0, "ci-42"), (["-c", "exit 4"], 4, "run.yml")]
+    assert one_offs(app_host.app) == []
 
 
 def test_one_off_commands_of_the_live_release(app_host, nginx, live_v1):

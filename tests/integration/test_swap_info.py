@@ -4,14 +4,10 @@ pre-switch phase), failed (a deploy whose health gate failed; the earlier releas
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from gltest import REPO, VENV_BIN, ansible_env
-
-from conftest import image, require_images, run_module, start_engine_process, wait_for_phase
+from conftest import image, require_images, run_module, run_playbook, start_engine_process, wait_for_phase
 
 from ansible_collections.greenlight.deploy.plugins.module_utils._engine.errors import SwapError
 from ansible_collections.greenlight.deploy.plugins.module_utils._engine.swap import run_swap
@@ -29,22 +25,6 @@ def info(app_host, check: bool = False, **extra):
     assert answer["_rc"] == 0, answer.get("msg")
     assert answer["changed"] is False
     return answer
-
-
-def run_playbook(playbook: str, app_host, *extra: str) -> subprocess.CompletedProcess:
-    """playbooks/<playbook> on this machine (connection local) with the deploy settings pointing at
-    app_host's paths and nginx."""
-    settings = {"greenlight_deploy_hosts": "localhost", "ansible_connection": "local",
-                "ansible_python_interpreter": sys.executable, "greenlight_app_name": app_host.app,
-                "greenlight_app_dir": str(app_host.app_dir), "greenlight_upstream_file": str(app_host.nginx.upstream_file),
-                "greenlight_env_file": str(app_host.env_file), "deploy_script_become": False,
-                "deploy_script_mounts": ["%s:/data" % app_host.data_dir]}
-    argv = [str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", str(REPO / "playbooks" / playbook),
-            "-e", json.dumps(settings)]
-    for item in extra:
-        argv += ["-e", item]
-    return subprocess.run(argv, env=ansible_env(ANSIBLE_LOCALHOST_WARNING="0"), capture_output=True, text=True,
-                          timeout=300, check=False)
 
 
 def test_info_live_failed_locked(app_host, nginx):
