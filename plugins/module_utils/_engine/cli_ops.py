@@ -117,8 +117,8 @@ def cmd_maintenance(config: dict[str, t.Any], args: argparse.Namespace) -> int:
              "and deploys keep it on; `deploy.sh maintenance off` ends it"
              % (PROG, "on" if record["changed"] else "already on"))
     else:
-        _out("%s: maintenance mode is %s: nginx serves the live release" % (PROG, "off" if record["changed"]
-                                                                             else "already off"))
+        _out("%s: maintenance mode is %s: nginx serves the live release"
+             % (PROG, "off" if record["changed"] else "already off"))
     return EXIT_OK
 
 
