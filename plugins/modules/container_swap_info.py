@@ -104,7 +104,8 @@ host:
   sample: web1
 condition:
   description:
-    - V(locked) while a deploy, rollback or restore holds the deploy lock (RV(lock) says who and in which phase),
+    - V(locked) while a deploy, rollback or restore holds the deploy lock (RV(lock) says who and in which phase;
+      a finished deploy's background stop of its old release, phase C(stop_old), does not count),
       else V(failed) when the last deploy, rollback or restore recorded a failure (RV(live) is what serves, usually
       the release from before), else V(live) when a release serves, else V(none).
   returned: always

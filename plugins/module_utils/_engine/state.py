@@ -22,7 +22,7 @@ import typing as t
 from .audit import read_records
 from .docker_api import DockerClient, DockerError
 from .labels import LABEL_APP, LABEL_IMAGE, LABEL_PORT, LABEL_RELEASE, LABEL_SERVICE, SERVICE_WEB, label, name, running
-from .lock import lock_holder
+from .lock import finishing, lock_holder
 from .proxy_nginx import maintenance_file, maintenance_on, read_upstream_port
 
 UNKNOWN = "unknown"
@@ -117,9 +117,10 @@ CONDITIONS = ("locked", "failed", "live", "none")
 
 def condition(live: t.Optional[dict[str, t.Any]], holder: t.Optional[dict[str, t.Any]],
               last_deploy: t.Optional[dict[str, t.Any]]) -> str:
-    """One word for a fleet table: locked (a deploy holds the lock now), failed (the last deploy,
-    rollback or restore recorded failed; what serves is in `live`), live, or none (nothing live)."""
-    if holder:
+    """One word for a fleet table: locked (a deploy holds the lock now; not a finished run's
+    background stop of its old release, lock.finishing), failed (the last deploy, rollback or
+    restore recorded failed; what serves is in `live`), live, or none (nothing live)."""
+    if holder and not finishing(holder):
         return "locked"
     if last_deploy and last_deploy.get("result") == "failed":
         return "failed"

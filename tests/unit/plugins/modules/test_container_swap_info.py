@@ -39,5 +39,7 @@ def test_condition_order() -> None:
     failed = {"result": "failed"}
     assert state.condition({"release": "v1"}, {"pid": 1}, failed) == "locked"
     assert state.condition({"release": "v1"}, None, failed) == "failed"
+    # A finished deploy's background stop of its old release is not a deploy in progress.
+    assert state.condition({"release": "v1"}, {"pid": 1, "phase": "stop_old"}, {"result": "ok"}) == "live"
     assert state.condition({"release": "v1"}, None, {"result": "ok"}) == "live"
     assert state.condition(None, None, None) == "none"
