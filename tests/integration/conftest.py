@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
@@ -282,13 +283,13 @@ def app_host(app_name: str, nginx: Nginx) -> t.Iterator[AppHost]:
 # ----------------------------------------------------------------------------------------------
 # Driving the module through ansible
 # ----------------------------------------------------------------------------------------------
-def run_module(options: dict[str, t.Any], check: bool = False, diff: bool = False) -> dict[str, t.Any]:
-    """`ansible localhost -m greenlight.deploy.container_swap -a <json>`; returns the task result."""
+def run_module(options: dict[str, t.Any], check: bool = False, diff: bool = False,
+               module: str = "greenlight.deploy.container_swap") -> dict[str, t.Any]:
+    """`ansible localhost -m <module> -a <json>`; returns the task result."""
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
                ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
                ANSIBLE_PYTHON_INTERPRETER=sys.executable)
-    argv = [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "greenlight.deploy.container_swap",
-            "-a", json.dumps(options)]
+    argv = [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", module, "-a", json.dumps(options)]
     if check:
         argv.append("--check")
     if diff:
@@ -363,3 +364,48 @@ def wait_for_phase(path: Path, phase: str, timeout: float = 90, pid: t.Optional[
             return holder
         time.sleep(0.05)
     raise AssertionError("lock file never showed phase %s (last: %s)" % (phase, lock_holder(path)))
+
+
+# ----------------------------------------------------------------------------------------------
+# deploy.sh and the playbooks on this machine (the day-2 commands: tests/integration/test_ops_*.py)
+# ----------------------------------------------------------------------------------------------
+PER_RUN_OPTIONS = ("image", "mode", "rollback_release", "release", "actor", "check_mode")
+CLI_DRIVER = ("import sys; sys.path.insert(0, sys.argv[1]); "
+              "from ansible_collections.greenlight.deploy.plugins.module_utils._engine.cli import main; "
+              "sys.exit(main(sys.argv[3:], config_path=sys.argv[2]))")
+
+
+def write_deploy_config(app_host: AppHost, **overrides: t.Any) -> Path:
+    """deploy.json as deploy_script writes it (root-owned, beside the app directory), and a
+    deploy.sh beside it that runs the engine's CLI with it, as the installed one does."""
+    path = app_host.app_dir.parent / "deploy.json"
+    swap = {k: v for k, v in app_host.options(**overrides).items() if k not in PER_RUN_OPTIONS}
+    path.write_text(json.dumps({"swap": swap, "image_repository": APP_IMAGE, "docker_command": shutil.which("docker")}))
+    path.chmod(0o644)
+    script = path.parent / "deploy.sh"
+    script.write_text("#!/bin/sh\nexec %s -c %s %s %s \"$@\"\n" % (
+        sys.executable, shlex.quote(CLI_DRIVER), COLLECTIONS, path))
+    script.chmod(0o755)
+    return path
+
+
+def run_playbook(playbook: str, app_host: AppHost, *extra: str, check: bool = False,
+                 upstream_file: t.Optional[Path] = None) -> subprocess.CompletedProcess:
+    """playbooks/<playbook> on this machine (connection local) with the deploy settings pointing at
+    app_host's paths and nginx, and deploy_script_link at the deploy.sh of write_deploy_config."""
+    settings = {"greenlight_deploy_hosts": "localhost", "ansible_connection": "local",
+                "ansible_python_interpreter": sys.executable, "greenlight_app_name": app_host.app,
+                "greenlight_app_dir": str(app_host.app_dir),
+                "greenlight_upstream_file": str(upstream_file or app_host.nginx.upstream_file),
+                "greenlight_env_file": str(app_host.env_file), "deploy_script_become": False,
+                "deploy_script_link": str(app_host.app_dir.parent / "deploy.sh"),
+                "deploy_script_mounts": ["%s:/data" % app_host.data_dir]}
+    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,",
+            str(REPO / "playbooks" / playbook), "-e", json.dumps(settings)]
+    for item in extra:
+        argv += ["-e", item]
+    if check:
+        argv.append("--check")
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS), ANSIBLE_LOCALHOST_WARNING="0",
+               ANSIBLE_FORCE_COLOR="false")
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)

@@ -3,6 +3,7 @@ server) and demoapp (demoapp.test, TLS), with demoapp switched to a backend on p
 from __future__ import annotations
 
 import json
+import shlex
 import time
 
 import pytest
@@ -169,3 +170,46 @@ def test_site_rejected_by_nginx_was_undone(host):
     assert host.run("nginx -t").rc == 0
     leftovers = host.run("find /etc/nginx/sites-available /etc/nginx/sites-enabled -name '*~'")
     assert leftovers.rc == 0 and leftovers.stdout.strip() == ""
+
+
+def _maintenance_content(on: bool) -> str:
+    """What `deploy.sh maintenance on|off` writes (the engine's own rendering)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / ".collections"))
+    from ansible_collections.greenlight.deploy.plugins.module_utils._engine.proxy_nginx import render_maintenance
+
+    return render_maintenance("plainapp", on, "2026-11-29T00:00:00Z")
+
+
+def _write_maintenance(host, content: str) -> None:
+    path = "/etc/nginx/greenlight/plainapp-maintenance.conf"
+    written = host.run("printf %s " + shlex.quote(content) + f" > {path}.tmp && mv {path}.tmp {path} && "
+                       "/usr/sbin/nginx -t && /usr/sbin/nginx -s reload")
+    assert written.rc == 0, written.stderr
+    time.sleep(1)  # reload is graceful: new workers take over asynchronously
+
+
+def test_maintenance_mode_answers_the_page_with_retry_after(host):
+    """The role creates the maintenance include off (root's) and the page; switched on as the engine
+    does, plainapp answers 503 with the page and Retry-After (static files too), the engine's own
+    check (127.0.0.1 + X-Greenlight-Probe) still reaches the upstream, and demoapp is untouched."""
+    include = host.file("/etc/nginx/greenlight/plainapp-maintenance.conf")
+    assert (include.user, include.group, include.mode) == ("root", "root", 0o644)
+    assert include.content_string == _maintenance_content(False)
+    assert "greenlight maintenance page (plainapp)" in host.file("/etc/nginx/greenlight/plainapp-maintenance.html").content_string
+    try:
+        _write_maintenance(host, _maintenance_content(True))
+        for path in ("/", "/static/app.css"):
+            status, headers, body = curl(host, "http://127.0.0.1%s" % path)
+            assert status == 503 and "greenlight maintenance page (plainapp)" in body, path
+            assert headers["retry-after"] == "300" and headers["content-type"].startswith("text/html")
+        status, _, body = curl(host, "-H 'X-Greenlight-Probe: 1' http://127.0.0.1/")
+        assert status == 503 and body == "no release deployed yet\n"  # the placeholder: the upstream, not the page
+        status, _, body = curl(host, f"{TLS} https://demoapp.test/")
+        assert "maintenance" not in body
+    finally:
+        _write_maintenance(host, _maintenance_content(False))
+    status, headers, body = curl(host, "http://127.0.0.1/")
+    assert status == 503 and body == "no release deployed yet\n" and "retry-after" not in headers

@@ -19,8 +19,10 @@ relatively only. Layers, bottom up (a module imports only from the layers below 
 - the phases: ``phases_prepare`` (plan, lock, cleanup), ``phases_release`` (snapshot, pre_switch,
   static, start, health), ``phases_traffic`` (switch, drain, stop_old, switch back),
   ``phases_finish`` (services, prune, record), ``failure``
-- ``prepare`` (mode prepare), ``restore`` (mode restore: a database snapshot back)
+- ``prepare`` (mode prepare), ``restore`` (mode restore: a database snapshot back), ``ops`` (day-2:
+  logs, one-off commands, maintenance mode)
 - ``swap`` (the phase sequence, :func:`swap.run_swap`: modes deploy, rollback, recreate; dispatches
-  prepare and restore), ``cli`` (deploy.sh), ``remote`` (container_swap's fast call: the action
-  plugin runs the installed archive's engine without Ansible's module wrapper)
+  prepare and restore), ``cli_ops`` (deploy.sh logs, run, maintenance), ``cli`` (deploy.sh),
+  ``remote`` (container_swap's fast call: the action plugin runs the installed archive's engine
+  without Ansible's module wrapper)
 """

@@ -17,6 +17,7 @@ a deploy from CI do exactly the same thing. Usage::
     deploy.sh rollback [RELEASE] [--restore-database]
     deploy.sh status
     deploy.sh restore-database RELEASE                     # used by rollback.yml
+    deploy.sh logs | run -- <command> | maintenance on|off  # day-2 commands: cli_ops.py
 
 Everything that decides or changes what serves lives in ``swap.run_swap``; this file parses
 arguments, pulls the image with ``docker pull`` (the root-owned registry login that
@@ -39,7 +40,7 @@ import socket
 import sys
 import typing as t
 
-from . import state
+from . import cli_ops, state
 from .cli_config import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, PROG, CliError, _err, _out, image_reference, load_config,
                          pull, read_options)
 from .cli_progress import Progress
@@ -212,6 +213,8 @@ def cmd_status(config: dict[str, t.Any], args: argparse.Namespace) -> int:
         _out("%s on %s: no release is live (upstream port %s)" % (opts.app_name, status["host"], port))
     for kept in status["kept"]:
         _out("  kept:  %s (%s, %s)" % (kept["release"], kept["container"], kept["state"]))
+    if status["maintenance"]:
+        _out("  maintenance: ON (nginx answers 503 with the maintenance page; deploy.sh maintenance off)")
     _out("  lock:  %s" % ("free" if not holder else "held by pid %s (%s), %s of %s, phase %s, since %s"
                           % (holder.get("pid"), holder.get("user"), holder.get("action"), holder.get("release"),
                              holder.get("phase"), holder.get("since"))))
@@ -227,7 +230,7 @@ def cmd_status(config: dict[str, t.Any], args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------
-COMMANDS = ("deploy", "rollback", "status", "restore-database")
+COMMANDS = ("deploy", "rollback", "status", "restore-database") + cli_ops.COMMANDS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -239,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(the same engine as the greenlight.deploy.container_swap module).",
         epilog="Examples: deploy.sh 3f2c1ab | deploy.sh sha256:<digest> | deploy.sh rollback | "
                "deploy.sh rollback v1 | deploy.sh status")
-    sub = parser.add_subparsers(dest="command", metavar="{deploy,rollback,status,restore-database}")
+    sub = parser.add_subparsers(dest="command", metavar="{%s}" % ",".join(COMMANDS))
 
     common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -267,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
                              help="restore the snapshot taken when RELEASE was replaced (RELEASE must be live)")
     restore.add_argument("release")
     restore.add_argument("--check", action="store_true", help="say what would be restored, change nothing")
+    cli_ops.add_parsers(sub, common)  # logs, run, maintenance
     return parser
 
 
@@ -292,7 +296,7 @@ def main(argv: t.Sequence[str] | None = None, config_path: str | None = None) ->
         _err("%s: name an image tag or digest to deploy, or rollback / status" % PROG)
         return EXIT_USAGE
     handlers = {"deploy": cmd_deploy, "rollback": cmd_rollback, "status": cmd_status,
-                "restore-database": cmd_restore_database}
+                "restore-database": cmd_restore_database, **cli_ops.HANDLERS}
     try:
         config = load_config(config_path)
         return handlers[args.command](config, args)

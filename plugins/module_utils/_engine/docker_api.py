@@ -186,6 +186,12 @@ class DockerClient:
             return demux_logs(data)
         return str(data)
 
+    def stream_logs(self, container: str, tail: t.Union[int, str] = "all", since: int | None = None,
+                    follow: bool = False) -> tuple[http.client.HTTPResponse, _UnixHTTPConnection]:
+        """Stream a container's log (frames as demux_logs reads them; caller reads and closes)."""
+        query = {"stdout": "1", "stderr": "1", "tail": str(tail), "since": since, "follow": "1" if follow else None}
+        return self._request("GET", "/containers/%s/logs" % quote(container, safe=""), query=query, stream=True)
+
     def get_archive(self, container: str, path: str) -> tuple[http.client.HTTPResponse, _UnixHTTPConnection]:
         """Stream a tar archive of `path` in the container (caller reads and closes)."""
         return self._request("GET", "/containers/%s/archive" % quote(container, safe=""), query={"path": path},

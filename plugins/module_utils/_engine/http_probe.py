@@ -29,7 +29,9 @@ def fetch_release(url: str, timeout: float = 5.0) -> tuple[int, str | None]:
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
-        conn.request("GET", target, headers={"Connection": "close", "User-Agent": "greenlight-swap"})
+        # X-Greenlight-Probe: nginx lets this local request through maintenance mode (proxy_nginx.py).
+        conn.request("GET", target, headers={"Connection": "close", "User-Agent": "greenlight-swap",
+                                             "X-Greenlight-Probe": "1"})
         response = conn.getresponse()
         body = response.read(65536)
         release = response.getheader("X-Release")

@@ -146,3 +146,73 @@ def _reload_failed(error: ProxyError, path: str, port: int, old_content: str | N
                                 % (error, where, again), restored=True, reloaded=False, file_port=previous_port)
     return ProxyReloadError("%s; put the previous upstream file back (%s) and reloaded nginx with it"
                             % (error, where), restored=True, reloaded=True, file_port=previous_port)
+
+
+# --------------------------------------------------------------------------------------------
+# Maintenance mode: a second include of the app's server block (roles/proxy site.conf.j2), beside
+# the upstream file. On, nginx answers every request with 503 and the maintenance page
+# (error_page to the named location @greenlight_maintenance, Retry-After), except requests from
+# 127.0.0.1 that carry the header X-Greenlight-Probe: 1 (the engine's check through nginx after a
+# switch, so a deploy during maintenance still verifies its release, and maintenance stays on).
+# --------------------------------------------------------------------------------------------
+MAINTENANCE_MARK = "# greenlight maintenance: on"
+PROBE_HEADER = "X-Greenlight-Probe"
+
+
+def maintenance_file(upstream_file: str, app_name: str) -> str:
+    """The maintenance include of an app: <upstream file's directory>/<app>-maintenance.conf."""
+    return os.path.join(os.path.dirname(upstream_file) or ".", "%s-maintenance.conf" % app_name)
+
+
+def bypass_variable(app_name: str) -> str:
+    """The nginx variable (a map in site.conf.j2) that is 1 for the engine's own probe."""
+    return "$greenlight_maintenance_bypass_%s" % app_name.replace("-", "_")
+
+
+def render_maintenance(app_name: str, on: bool, since: str = "") -> str:
+    if not on:
+        return "# greenlight maintenance: off (deploy.sh maintenance on starts it)\n"
+    return ("%s since %s (deploy.sh maintenance off ends it)\n"
+            "error_page 503 @greenlight_maintenance;\n"
+            "if (%s = 0) {\n    return 503;\n}\n" % (MAINTENANCE_MARK, since, bypass_variable(app_name)))
+
+
+def maintenance_on(path: str) -> bool:
+    """Whether the maintenance include says on (absent: off)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().startswith(MAINTENANCE_MARK)
+    except FileNotFoundError:
+        return False
+
+
+def switch_maintenance(path: str, app_name: str, on: bool, since: str,
+                       test_command: t.Union[str, t.Sequence[str], None] = "nginx -t",
+                       reload_command: t.Union[str, t.Sequence[str], None] = "nginx -s reload",
+                       command_timeout: float = 60.0) -> bool:
+    """Write the maintenance include, test, reload gracefully (requests in flight finish on the old
+    workers). The old content is put back when the test or the reload fails. Returns whether the
+    file changed (False: it already said so; nginx is reloaded all the same, it may not have read it)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            old_content: str | None = handle.read()
+    except FileNotFoundError:
+        raise ProxyError("%s does not exist: the nginx site of %s has no maintenance include yet; re-run "
+                         "playbooks/setup.yml (role greenlight.deploy.proxy)" % (path, app_name)) from None
+    changed = old_content is None or old_content.startswith(MAINTENANCE_MARK) != on
+    new_content = render_maintenance(app_name, on, since) if changed else old_content
+    _write_atomic(path, new_content)
+    try:
+        if test_command:
+            run_command(test_command, "proxy test", command_timeout)
+        if reload_command:
+            run_command(reload_command, "proxy reload", command_timeout)
+    except ProxyError:
+        _write_atomic(path, old_content)
+        if reload_command:
+            try:
+                run_command(reload_command, "proxy reload", command_timeout)
+            except ProxyError:
+                pass
+        raise
+    return changed

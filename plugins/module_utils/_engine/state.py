@@ -22,8 +22,8 @@ import typing as t
 from .audit import read_records
 from .docker_api import DockerClient, DockerError
 from .labels import LABEL_APP, LABEL_IMAGE, LABEL_PORT, LABEL_RELEASE, LABEL_SERVICE, SERVICE_WEB, label, name, running
-from .lock import lock_holder
-from .proxy_nginx import read_upstream_port
+from .lock import finishing, lock_holder
+from .proxy_nginx import maintenance_file, maintenance_on, read_upstream_port
 
 UNKNOWN = "unknown"
 
@@ -109,10 +109,29 @@ def describe(container: dict[str, t.Any]) -> dict[str, t.Any]:
             "port": label(container, LABEL_PORT)}
 
 
+# Audit records of day-2 operations (deploy.sh run, maintenance): not deploys, they never make a
+# server "failed".
+OPERATION_ACTIONS = ("run", "maintenance")
+CONDITIONS = ("locked", "failed", "live", "none")
+
+
+def condition(live: t.Optional[dict[str, t.Any]], holder: t.Optional[dict[str, t.Any]],
+              last_deploy: t.Optional[dict[str, t.Any]]) -> str:
+    """One word for a fleet table: locked (a deploy holds the lock now; not a finished run's
+    background stop of its old release, lock.finishing), failed (the last deploy, rollback or
+    restore recorded failed; what serves is in `live`), live, or none (nothing live)."""
+    if holder and not finishing(holder):
+        return "locked"
+    if last_deploy and last_deploy.get("result") == "failed":
+        return "failed"
+    return "live" if live else "none"
+
+
 def status(opts: t.Any, host: str, repository: t.Optional[str] = None, last: int = 5,
            docker: t.Optional[t.Any] = None) -> dict[str, t.Any]:
-    """Everything `deploy.sh status` shows: live release (image id, digest, since), kept releases,
-    lock holder and phase, the last `last` audit records. Raises DockerError, UnsafePathError."""
+    """Everything `deploy.sh status` and container_swap_info show: live release (image id, digest,
+    since), kept releases, lock holder and phase, the last `last` audit records, the last deploy's
+    record and the condition. Raises DockerError, UnsafePathError."""
     docker = docker or DockerClient(opts.docker_socket)
     state = read_state(docker, opts.app_name, opts.upstream_file)
     live = None
@@ -120,13 +139,20 @@ def status(opts: t.Any, host: str, repository: t.Optional[str] = None, last: int
         live = describe(state.live)
         live.update({"image_id": state.live.get("ImageID"), "since": state.since,
                      "image_digest": image_digest(docker, state.live.get("ImageID"), repository)})
+    holder = lock_holder(opts.lock_file)
+    records = read_records(opts.releases_log)
+    deploys = [r for r in records if r.get("action") not in OPERATION_ACTIONS]
+    last_deploy = deploys[-1] if deploys else None
     return {
         "app": opts.app_name,
         "host": host,
+        "condition": condition(live, holder, last_deploy),
         "upstream_port": state.upstream_port,
+        "maintenance": maintenance_on(maintenance_file(opts.upstream_file, opts.app_name)),
         "live": live,
         "kept": [describe(c) for c in state.kept],
-        "lock": lock_holder(opts.lock_file),
+        "lock": holder,
         "releases_log": opts.releases_log,
-        "last_records": read_records(opts.releases_log, limit=last),
+        "last_deploy": last_deploy,
+        "last_records": records[-last:] if last > 0 else [],
     }
