@@ -1,8 +1,8 @@
 """End to end, the way a CI step runs it: ansible-playbook over real SSH to two server containers.
 
-A controller "checkout" (tmp dir with playbooks/ and inventories/ like a user's repository) holds
+A controller "checkout" (tmp dir laid out like a user's app repository, deploy/inventories/) holds
 the staging and production inventories, vault-encrypted group_vars (vault ids staging and
-production, passwords from environment variables through inventories/vault-pass-from-env-client.sh),
+production, passwords from environment variables through deploy/vault-pass-from-env-client.sh),
 a deploy key and a known_hosts file with the servers' real host keys (host key checking on).
 The deploy and promote commands are read from ci-templates/deploy-command.txt and
 promote-command.txt, the very lines the CI templates run (tests/ci_templates checks that).
@@ -188,10 +188,13 @@ class Bed:
         for server in (self.staging, self.production):
             server.prepare(public_key)
         self.known_hosts.write_text(self.staging.known_hosts_line() + "\n" + self.production.known_hosts_line() + "\n")
-        # The CI checkout: the collection's playbooks and the user's inventories.
-        (self.checkout / "inventories").mkdir(parents=True)
+        # The CI checkout, laid out as `greenlight.deploy.init` writes an app repository: the user's
+        # inventories in deploy/inventories (also reachable as inventories/) and the vault client in
+        # deploy/; the CI commands name playbooks by FQCN, the other tests also as playbooks/*.yml.
+        (self.checkout / "deploy" / "inventories").mkdir(parents=True)
+        (self.checkout / "inventories").symlink_to("deploy/inventories")
         (self.checkout / "playbooks").symlink_to(REPO / "playbooks")
-        (self.checkout / "inventories" / "vault-pass-from-env-client.sh").symlink_to(
+        (self.checkout / "deploy" / "vault-pass-from-env-client.sh").symlink_to(
             REPO / "inventories" / "vault-pass-from-env-client.sh")
         for env, server in (("staging", self.staging), ("production", self.production)):
             write_inventory(self.checkout, env, {f"{env}1": server},
@@ -201,8 +204,8 @@ class Bed:
         env = ansible_env(
             ANSIBLE_HOST_KEY_CHECKING="true",
             ANSIBLE_PIPELINING="true",
-            ANSIBLE_VAULT_IDENTITY_LIST="staging@inventories/vault-pass-from-env-client.sh,"
-                                        "production@inventories/vault-pass-from-env-client.sh",
+            ANSIBLE_VAULT_IDENTITY_LIST="staging@deploy/vault-pass-from-env-client.sh,"
+                                        "production@deploy/vault-pass-from-env-client.sh",
             GREENLIGHT_VAULT_PASSWORD_STAGING=self.passwords["staging"],
             GREENLIGHT_VAULT_PASSWORD_PRODUCTION=self.passwords["production"],
             GREENLIGHT_DEPLOY_ACTOR="greenlight e2e",
