@@ -560,9 +560,10 @@ def test_from_a_teams_app_repository_with_the_built_collection(bed: Bed, tmp_pat
     env.update(PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", ANSIBLE_NOCOLOR="1", PWD=str(app))
     timings: dict[str, float] = {}
 
-    def run(step: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    def run(step: str, *argv: str, **extra: str) -> subprocess.CompletedProcess[str]:
         started = time.monotonic()
-        proc = subprocess.run(list(argv), cwd=app, env=env, capture_output=True, text=True, check=False)
+        proc = subprocess.run(list(argv), cwd=app, env=dict(env, **extra), capture_output=True, text=True,
+                              check=False)
         timings[step] = round(time.monotonic() - started, 1)
         with bed.log.open("a") as handle:
             handle.write(f"\n$ (app repository) {' '.join(argv)}\n# exit {proc.returncode} after {timings[step]}s\n"
@@ -576,9 +577,10 @@ def test_from_a_teams_app_repository_with_the_built_collection(bed: Bed, tmp_pat
     tarball, = base.glob("greenlight-deploy-*.tar.gz")
     # --offline: no Galaxy server here; ansible.posix, the one dependency, comes with the ansible package.
     run("install", "ansible-galaxy", "collection", "install", "--offline", "-p", "collections", str(tarball))
+    # The first run has no ansible.cfg yet (init writes it): it names ./collections itself.
     run("init", "ansible-playbook", "greenlight.deploy.init", "-e", "init_ci=github", "-e", "init_staging_host=127.0.0.1",
         "-e", f"init_registry={REGISTRY}", "-e", f"init_image_repository={REPOSITORY}",
-        "-e", "init_registry_username=greenlight")
+        "-e", "init_registry_username=greenlight", ANSIBLE_COLLECTIONS_PATH="collections")
     listing = run("list", "ansible-galaxy", "collection", "list", "greenlight.deploy").stdout
     assert str(app / "collections" / "ansible_collections") in listing and str(REPO) not in listing, listing
 
