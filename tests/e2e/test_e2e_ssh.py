@@ -575,9 +575,11 @@ def test_from_a_teams_app_repository_with_the_built_collection(bed: Bed, tmp_pat
                            cwd=REPO, env=ansible_env(), capture_output=True, text=True, check=False)
     assert build.returncode == 0, tail(build)
     tarball, = base.glob("greenlight-deploy-*.tar.gz")
+    # Until init has written ansible.cfg, the user names ./collections (docs/install.md); without it
+    # ansible-galaxy would skip a version it finds installed elsewhere (~/.ansible/collections).
     # --offline: no Galaxy server here; ansible.posix, the one dependency, comes with the ansible package.
-    run("install", "ansible-galaxy", "collection", "install", "--offline", "-p", "collections", str(tarball))
-    # The first run has no ansible.cfg yet (init writes it): it names ./collections itself.
+    run("install", "ansible-galaxy", "collection", "install", "--offline", "-p", "collections", str(tarball),
+        ANSIBLE_COLLECTIONS_PATH="collections")
     run("init", "ansible-playbook", "greenlight.deploy.init", "-e", "init_ci=github", "-e", "init_staging_host=127.0.0.1",
         "-e", f"init_registry={REGISTRY}", "-e", f"init_image_repository={REPOSITORY}",
         "-e", "init_registry_username=greenlight", ANSIBLE_COLLECTIONS_PATH="collections")
