@@ -598,7 +598,7 @@ def test_from_a_teams_app_repository_with_the_built_collection(bed: Bed, tmp_pat
     # ... the registry's private CA, a few settings of this test bed ...
     shutil.copy(TESTBED_STATE / "ca" / "ca.crt", app / "deploy" / "registry-ca.crt")
     with (app / "deploy" / "inventories" / "staging" / "group_vars" / "staging" / "vars.yml").open("a") as handle:
-        handle.write("registry_login_ca_certificate_file: deploy/registry-ca.crt\n"
+        handle.write('registry_login_ca_certificate_file: "{{ inventory_dir }}/../../registry-ca.crt"\n'
                      f"registry_login_check_image: {REPOSITORY}:v1\n"
                      f"deploy_script_public_url: http://127.0.0.1:{server.http_port}/\n"
                      "deploy_script_drain_seconds: 1\ndeploy_script_stop_grace_seconds: 3\n")
