@@ -6,7 +6,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: help venv testbed test lint sanity unit demo demo-down bench clean
+.PHONY: help venv testbed test lint sanity unit demo demo-down bench clean changelog
 
 help:
 	@echo "make demo   - set up this machine and run the demo (server container + deploys)"
@@ -45,6 +45,12 @@ test: venv
 	@mkdir -p .testbed; PYTHONPATH=tests $(PY) tests/lint/test_sanity.py > .testbed/sanity-prime.log 2>&1 & prime=$$!; \
 	  bash testbed/up.sh; status=$$?; wait $$prime || echo "sanity: priming its virtualenvs failed (.testbed/sanity-prime.log)"; exit $$status
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# CHANGELOG.md and changelogs/changelog.yml from changelogs/fragments/ (antsibull-changelog): adds the
+# fragments not yet in it to the release of galaxy.yml's version (bump that version after tagging a release)
+# and refreshes edited ones. tests/lint/test_changelog.py fails until this has run after a fragment changed.
+changelog: venv
+	$(VENV)/bin/antsibull-changelog release --update-existing --refresh-fragments without-archives --reload-plugins
 
 demo: testbed
 	@bash testbed/demo.sh

@@ -5,7 +5,9 @@ of ci-templates/deploy-command.txt verbatim (tests/e2e runs the same file's comm
 servers over SSH) and the promote command of ci-templates/promote-command.txt; only name
 playbooks that exist and `-e` variables that docs/deploy.md documents; never switch host key
 checking off; deploy only from the main branch; promote only behind a manual gate; take the vault
-password and SSH key from CI secrets.
+password and SSH key from CI secrets; validate against its CI system's official schema (the schemas
+check-jsonschema vendors, read offline); run from the user's app repository, with the collection
+installed from its collections/requirements.yml and playbooks named by FQCN.
 """
 from __future__ import annotations
 
@@ -86,7 +88,8 @@ def test_template_parses_as_yaml(name: str) -> None:
 
 
 def test_commands_are_one_line_each() -> None:
-    assert DEPLOY_COMMAND.startswith("ansible-playbook playbooks/deploy.yml ")
+    assert DEPLOY_COMMAND.startswith("ansible-playbook greenlight.deploy.deploy -i deploy/inventories/staging ")
+    assert PROMOTE_COMMAND.startswith("ansible-playbook greenlight.deploy.promote ")
     assert "\n" not in DEPLOY_COMMAND and "\n" not in PROMOTE_COMMAND
     assert "app_image_tag=" in DEPLOY_COMMAND
     # Woodpecker pre-processes ${VAR}; the shared command must not contain that form.
@@ -109,11 +112,48 @@ def test_playbooks_named_exist(name: str) -> None:
     playbooks = set()
     for line in shell_lines(name):
         if line.startswith("ansible-playbook "):
-            args = shlex.split(line)
-            playbooks.update(a for a in args if a.endswith((".yaml", ".yml")) and not a.startswith("-"))
+            playbooks.add(shlex.split(line)[1])
     assert playbooks, f"{name} runs no playbook"
     for playbook in playbooks:
-        assert (REPO / playbook).is_file(), f"{name} runs {playbook}, which the collection does not have"
+        # By name from the installed collection: the app repository holds no copy of our playbooks.
+        assert playbook.startswith("greenlight.deploy."), f"{name} runs {playbook}, not a playbook of the collection by name"
+        path = REPO / "playbooks" / (playbook.removeprefix("greenlight.deploy.") + ".yml")
+        assert path.is_file(), f"{name} runs {playbook}, which the collection does not have"
+
+
+SCHEMAS = {"woodpecker.yml": "vendor.woodpecker-ci", "github-actions.yml": "vendor.github-workflows",
+           "gitlab-ci.yml": "vendor.gitlab-ci"}
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_template_validates_against_its_ci_systems_schema(name: str) -> None:
+    """The schema each CI system publishes, as check-jsonschema vendors it: read from the installed
+    package, never fetched (a proxy that refuses every connection proves it)."""
+    env = dict(os.environ, HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9",
+               https_proxy="http://127.0.0.1:9", http_proxy="http://127.0.0.1:9", NO_PROXY="", no_proxy="")
+    proc = subprocess.run([str(VENV_BIN / "check-jsonschema"), "--builtin-schema", SCHEMAS[name],
+                           str(TEMPLATES_DIR / name)], env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert "ok -- validation done" in proc.stdout
+
+
+def test_schema_check_rejects_what_its_ci_system_rejects(tmp_path) -> None:
+    """The check is not vacuous: a step filter current Woodpecker dropped fails it."""
+    doc = load("woodpecker.yml")
+    doc["steps"][-1]["when"] = [{"event": "deployment", "environment": "production", "branch": "main"}]
+    broken = tmp_path / "woodpecker.yml"
+    broken.write_text(yaml.safe_dump(doc))
+    proc = subprocess.run([str(VENV_BIN / "check-jsonschema"), "--builtin-schema", SCHEMAS["woodpecker.yml"],
+                           str(broken)], capture_output=True, text=True, check=False)
+    assert proc.returncode != 0 and "'environment' was unexpected" in proc.stdout
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_template_installs_the_collection_the_app_repository_names(name: str) -> None:
+    lines = shell_lines(name)
+    assert "ansible-galaxy collection install -r collections/requirements.yml -p collections" in lines
+    text = (TEMPLATES_DIR / name).read_text(encoding="utf-8")
+    assert "ln -sfn" not in text and "playbooks/" not in text and " inventories/" not in text
 
 
 @pytest.mark.parametrize("name", TEMPLATES)
@@ -145,7 +185,7 @@ def test_host_keys_are_pinned_never_ignored(name: str) -> None:
 @pytest.mark.parametrize("name", TEMPLATES)
 def test_secrets_come_from_the_ci_secret_store(name: str) -> None:
     text = (TEMPLATES_DIR / name).read_text(encoding="utf-8")
-    assert "staging@inventories/vault-pass-from-env-client.sh" in text
+    assert "staging@deploy/vault-pass-from-env-client.sh" in text
     assert "--vault-password-file" not in text and "--ask-vault" not in text
     lines = shell_lines(name)
     assert any("$DEPLOY_SSH_KEY" in line and "~/.ssh/id_ed25519" in line for line in lines)
@@ -199,13 +239,14 @@ def test_production_only_behind_a_manual_gate(name: str) -> None:
     assert len(jobs) == 1
     job_name, job = jobs[0]
     if name == "woodpecker.yml":
-        assert all(c.get("event") == "deployment" and c.get("environment") == "production" for c in job["when"])
+        assert all(c.get("event") == "deployment" and c.get("evaluate") == 'CI_PIPELINE_DEPLOY_TARGET == "production"'
+                   for c in job["when"])
     elif name == "github-actions.yml":
         assert job["environment"] == "production" and "deploy-staging" in job["needs"]
     else:
         assert all(r.get("when") == "manual" for r in job["rules"]) and job["environment"]["name"] == "production"
     text = (TEMPLATES_DIR / name).read_text(encoding="utf-8")
-    assert "production@inventories/vault-pass-from-env-client.sh" in text
+    assert "production@deploy/vault-pass-from-env-client.sh" in text
 
 
 def test_vault_password_client_is_executable() -> None:

@@ -1,8 +1,8 @@
 """End to end, the way a CI step runs it: ansible-playbook over real SSH to two server containers.
 
-A controller "checkout" (tmp dir with playbooks/ and inventories/ like a user's repository) holds
+A controller "checkout" (tmp dir laid out like a user's app repository, deploy/inventories/) holds
 the staging and production inventories, vault-encrypted group_vars (vault ids staging and
-production, passwords from environment variables through inventories/vault-pass-from-env-client.sh),
+production, passwords from environment variables through deploy/vault-pass-from-env-client.sh),
 a deploy key and a known_hosts file with the servers' real host keys (host key checking on).
 The deploy and promote commands are read from ci-templates/deploy-command.txt and
 promote-command.txt, the very lines the CI templates run (tests/ci_templates checks that).
@@ -188,10 +188,13 @@ class Bed:
         for server in (self.staging, self.production):
             server.prepare(public_key)
         self.known_hosts.write_text(self.staging.known_hosts_line() + "\n" + self.production.known_hosts_line() + "\n")
-        # The CI checkout: the collection's playbooks and the user's inventories.
-        (self.checkout / "inventories").mkdir(parents=True)
+        # The CI checkout, laid out as `greenlight.deploy.init` writes an app repository: the user's
+        # inventories in deploy/inventories (also reachable as inventories/) and the vault client in
+        # deploy/; the CI commands name playbooks by FQCN, the other tests also as playbooks/*.yml.
+        (self.checkout / "deploy" / "inventories").mkdir(parents=True)
+        (self.checkout / "inventories").symlink_to("deploy/inventories")
         (self.checkout / "playbooks").symlink_to(REPO / "playbooks")
-        (self.checkout / "inventories" / "vault-pass-from-env-client.sh").symlink_to(
+        (self.checkout / "deploy" / "vault-pass-from-env-client.sh").symlink_to(
             REPO / "inventories" / "vault-pass-from-env-client.sh")
         for env, server in (("staging", self.staging), ("production", self.production)):
             write_inventory(self.checkout, env, {f"{env}1": server},
@@ -201,8 +204,8 @@ class Bed:
         env = ansible_env(
             ANSIBLE_HOST_KEY_CHECKING="true",
             ANSIBLE_PIPELINING="true",
-            ANSIBLE_VAULT_IDENTITY_LIST="staging@inventories/vault-pass-from-env-client.sh,"
-                                        "production@inventories/vault-pass-from-env-client.sh",
+            ANSIBLE_VAULT_IDENTITY_LIST="staging@deploy/vault-pass-from-env-client.sh,"
+                                        "production@deploy/vault-pass-from-env-client.sh",
             GREENLIGHT_VAULT_PASSWORD_STAGING=self.passwords["staging"],
             GREENLIGHT_VAULT_PASSWORD_PRODUCTION=self.passwords["production"],
             GREENLIGHT_DEPLOY_ACTOR="greenlight e2e",
@@ -530,3 +533,91 @@ def test_fleet_earlier_batches_stay_and_later_ones_do_not_start(bed: Bed) -> Non
     assert "- production1: FAILED in health | live: v2 | wanted: bad-health" in proc.stdout
     assert bed.staging.get("/")[1] == "bad-health"  # its /health answers 500 by design
     assert bed.production.live_release() == "v2"
+
+
+def test_from_a_teams_app_repository_with_the_built_collection(bed: Bed, tmp_path_factory: pytest.TempPathFactory
+                                                               ) -> None:
+    """A team's own repository (docs/install.md): a git repository holding only the example app ->
+    the BUILT collection tarball installed into its collections/ -> greenlight.deploy.init -> the
+    server's address and the test bed's registry filled in -> setup and deploy by FQCN over SSH, host
+    key checking on -> the app serves. Nothing of this checkout is used: no ANSIBLE_* variable is
+    set, ansible reads the app repository's ansible.cfg (written by init), whose collections path
+    holds only the installed copy. Runs last, against production1 (set up by the story above:
+    setup here updates a server; run alone, `-k app_repository`, it sets up a fresh one)."""
+    server = bed.production
+    base = tmp_path_factory.mktemp("app-repository")
+    app = base / "todo"
+    shutil.copytree(REPO / "examples" / "django-app", app,
+                    ignore=shutil.ignore_patterns("wheels", "__pycache__", "*.pyc", "db.sqlite3", "static"))
+    git_env = dict(os.environ, GIT_AUTHOR_NAME="dev", GIT_AUTHOR_EMAIL="dev@example.invalid",
+                   GIT_COMMITTER_NAME="dev", GIT_COMMITTER_EMAIL="dev@example.invalid")
+    sh("git", "init", "-q", str(app))
+    sh("git", "-C", str(app), "add", "-A")
+    sh("git", "-C", str(app), "commit", "-q", "-m", "the app", env=git_env)
+
+    # The user's shell: the venv's ansible on PATH, nothing else of ours.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "GREENLIGHT_"))}
+    env.update(PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", ANSIBLE_NOCOLOR="1", PWD=str(app))
+    timings: dict[str, float] = {}
+
+    def run(step: str, *argv: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        started = time.monotonic()
+        proc = subprocess.run(list(argv), cwd=app, env=dict(env, **extra), capture_output=True, text=True,
+                              check=False)
+        timings[step] = round(time.monotonic() - started, 1)
+        with bed.log.open("a") as handle:
+            handle.write(f"\n$ (app repository) {' '.join(argv)}\n# exit {proc.returncode} after {timings[step]}s\n"
+                         f"{proc.stdout[-20000:]}{proc.stderr[-5000:]}\n")
+        assert proc.returncode == 0, f"{step}: " + tail(proc)
+        return proc
+
+    build = subprocess.run([str(VENV_BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(base)],
+                           cwd=REPO, env=ansible_env(), capture_output=True, text=True, check=False)
+    assert build.returncode == 0, tail(build)
+    tarball, = base.glob("greenlight-deploy-*.tar.gz")
+    # Until init has written ansible.cfg, the user names ./collections (docs/install.md); without it
+    # ansible-galaxy would skip a version it finds installed elsewhere (~/.ansible/collections).
+    # --offline: no Galaxy server here; ansible.posix, the one dependency, comes with the ansible package.
+    run("install", "ansible-galaxy", "collection", "install", "--offline", "-p", "collections", str(tarball),
+        ANSIBLE_COLLECTIONS_PATH="collections")
+    run("init", "ansible-playbook", "greenlight.deploy.init", "-e", "init_ci=github", "-e", "init_staging_host=127.0.0.1",
+        "-e", f"init_registry={REGISTRY}", "-e", f"init_image_repository={REPOSITORY}",
+        "-e", "init_registry_username=greenlight", ANSIBLE_COLLECTIONS_PATH="collections")
+    listing = run("list", "ansible-galaxy", "collection", "list", "greenlight.deploy").stdout
+    assert str(app / "collections" / "ansible_collections") in listing and str(REPO) not in listing, listing
+
+    # What the user fills in: how to reach the server (its port, the key, the pinned host key) ...
+    hosts_file = app / "deploy" / "inventories" / "staging" / "hosts.yml"
+    hosts_text = hosts_file.read_text()
+    assert "127.0.0.1:\n" in hosts_text
+    hosts_file.write_text(hosts_text.replace("127.0.0.1:\n", (
+        "127.0.0.1:\n"
+        f"      ansible_port: {server.ssh_port}\n"
+        f"      ansible_ssh_private_key_file: {bed.key}\n"
+        f"      ansible_ssh_common_args: -o UserKnownHostsFile={bed.known_hosts} -o StrictHostKeyChecking=yes\n")))
+    # ... the registry's private CA, a few settings of this test bed ...
+    shutil.copy(TESTBED_STATE / "ca" / "ca.crt", app / "deploy" / "registry-ca.crt")
+    with (app / "deploy" / "inventories" / "staging" / "group_vars" / "staging" / "vars.yml").open("a") as handle:
+        handle.write('registry_login_ca_certificate_file: "{{ inventory_dir }}/../../registry-ca.crt"\n'
+                     f"registry_login_check_image: {REPOSITORY}:v1\n"
+                     f"deploy_script_public_url: http://127.0.0.1:{server.http_port}/\n"
+                     "deploy_script_drain_seconds: 1\ndeploy_script_stop_grace_seconds: 3\n")
+    # ... and the registry token, into the vault file init encrypted (ansible-vault reads ansible.cfg).
+    vault = "deploy/inventories/staging/group_vars/staging/vault.yml"
+    run("decrypt", "ansible-vault", "decrypt", vault)
+    text = (app / vault).read_text()
+    assert "REPLACE-ME" in text and "vault_django_secret_key: " in text
+    (app / vault).write_text(re.sub(r"(?m)^vault_registry_token: .*$", "vault_registry_token: "
+                                    + (TESTBED_STATE / "registry-password").read_text().strip(), text))
+    run("encrypt", "ansible-vault", "encrypt", "--encrypt-vault-id", "staging", vault)
+
+    syntax = run("syntax", "ansible-playbook", "greenlight.deploy.deploy", "--syntax-check")
+    assert f"playbook: {app}/collections/ansible_collections/greenlight/deploy/playbooks/deploy.yml" in syntax.stdout
+    run("setup", "ansible-playbook", "greenlight.deploy.setup", "-i", "deploy/inventories/staging")
+    deploy = run("deploy", "ansible-playbook", "greenlight.deploy.deploy", "-i", "deploy/inventories/staging",
+                 "-e", "app_image_tag=v1")
+    assert "- 127.0.0.1: DEPLOYED | live: v1" in deploy.stdout, tail(deploy)
+    status, release, body = server.get("/")
+    assert (status, release) == (200, "v1") and "To-Do" in body, body[:500]
+    assert str(REPO) not in "".join(bed.log.read_text().split("(app repository)")[1:]).replace(str(tarball), "")
+    sys.stderr.write(f"\napp repository e2e timings (s): {timings}\n")
