@@ -1,6 +1,6 @@
 """HTTP load generator shared by the benchmarks (bench/run.py) and the test suites
-(tests/integration, tests/reliability): standard library only, 127.0.0.1 only, bounded in
-requests and seconds so it always stops by itself.
+(tests/integration, tests/reliability, molecule/release): standard library only, 127.0.0.1 or a
+test-bed container's address only, bounded in requests and seconds so it always stops by itself.
 
 Threads send GETs through a proxy: half reuse one keep-alive connection, half open a new
 connection per request. Every request is recorded as a tuple
@@ -34,9 +34,12 @@ class LoadGenerator:
 
     def __init__(self, port: int, threads: int = 6, max_requests: int = 20000, max_seconds: float = 120,
                  paths: tuple[str, ...] = ("/health", "/"), pause: float = 0.005,
-                 rate: t.Optional[float] = None, host: str = "127.0.0.1", timeout: float = 10) -> None:
+                 rate: t.Optional[float] = None, host: str = "127.0.0.1", timeout: float = 10,
+                 host_header: t.Optional[str] = None) -> None:
         self.port = port
         self.host = host
+        # Host header to send (a proxy's server_name) when it is not the address connected to.
+        self.host_header = host_header
         self.threads = threads
         self.max_requests = max_requests
         self.max_seconds = max_seconds
@@ -84,7 +87,10 @@ class LoadGenerator:
                 if conn is None:
                     conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
                 try:
-                    conn.request("GET", path, headers={} if keep_alive else {"Connection": "close"})
+                    headers = {} if keep_alive else {"Connection": "close"}
+                    if self.host_header:
+                        headers["Host"] = self.host_header
+                    conn.request("GET", path, headers=headers)
                     response = conn.getresponse()
                     response.read()
                     done = time.monotonic()

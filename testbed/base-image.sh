@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Make sure the image tag debian:bookworm-slim exists locally.
-# Pulls it when a registry answers; otherwise builds an equivalent minimal Debian 12 root
-# filesystem with debootstrap from this machine's own apt mirror and imports it.
+# Make sure the image tag debian:<suite>-slim (bookworm, Debian 12, by default; trixie, Debian 13)
+# exists locally. Pulls it when a registry answers; otherwise builds an equivalent minimal root
+# filesystem of that suite with debootstrap from this machine's own apt mirror and imports it.
 set -euo pipefail
 tag="${1:-debian:bookworm-slim}"
+suite=${tag#*:}; suite=${suite%-slim}
+case "$suite" in
+  bookworm|trixie) ;;
+  *) echo "testbed: base-image.sh builds debian:bookworm-slim or debian:trixie-slim, not $tag" >&2; exit 2 ;;
+esac
 state="${GREENLIGHT_TESTBED_STATE:-$(cd "$(dirname "$0")/.." && pwd)/.testbed}"
 
 if docker image inspect "$tag" >/dev/null 2>&1; then
@@ -27,16 +32,16 @@ if [ -z "$mirror" ]; then
 fi
 command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap >/dev/null
 
-rootfs="$state/rootfs-bookworm"
+rootfs="$state/rootfs-$suite"
 rm -rf "$rootfs"
 mkdir -p "$state"
 echo "testbed: building $tag with debootstrap from $mirror (about a minute)"
-debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$state/debootstrap.log" 2>&1 || {
-  echo "testbed: debootstrap failed, see $state/debootstrap.log" >&2; exit 1; }
+debootstrap --variant=minbase "$suite" "$rootfs" "$mirror" >"$state/debootstrap-$suite.log" 2>&1 || {
+  echo "testbed: debootstrap failed, see $state/debootstrap-$suite.log" >&2; exit 1; }
 # Same slimming the official image applies: no apt caches, no docs.
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/*
-printf 'Types: deb\nURIs: %s\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-  "$mirror" >"$rootfs/etc/apt/sources.list.d/debian.sources"
+printf 'Types: deb\nURIs: %s\nSuites: %s %s-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+  "$mirror" "$suite" "$suite" >"$rootfs/etc/apt/sources.list.d/debian.sources"
 : >"$rootfs/etc/apt/sources.list"
 tar -C "$rootfs" -c . | docker import -c 'CMD ["bash"]' - "$tag" >/dev/null
 rm -rf "$rootfs"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stand up the whole test bed; each step reuses what already exists, so a second run is fast.
-#   base image debian:bookworm-slim → server images → registry (TLS + htpasswd) →
+#   base images debian:bookworm-slim and debian:trixie-slim → server images → registry (TLS + htpasswd) →
 #   example app images built and pushed (v1, v2, bad-health, bad-migration).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -10,17 +10,24 @@ state=$(cd "$GREENLIGHT_TESTBED_STATE" && pwd)
 
 bash "$here/host-preflight.sh"
 bash "$here/base-image.sh" debian:bookworm-slim
+bash "$here/base-image.sh" debian:trixie-slim
 
 # Server images: rebuilt only when their Dockerfile changes (hash in a label).
+#   greenlight/server:bookworm, greenlight/server-docker:bookworm  Debian 12, without/with Docker
+#   greenlight/server:trixie                                        Debian 13, without Docker (the
+#     docker_engine role installs trixie's docker.io 26); its dockerd gets the test-bed-only
+#     DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1 (testbed/server/Dockerfile says why).
 server_hash=$(sha256sum "$here/server/Dockerfile" | cut -c1-16)
-for variant in server:0 server-docker:1; do
-  name=${variant%%:*}; with_docker=${variant##*:}
+for variant in server:bookworm:0 server-docker:bookworm:1 server:trixie:0; do
+  IFS=: read -r name suite with_docker <<<"$variant"
+  extra=()
+  [ "$suite" = trixie ] && extra=(--build-arg DOCKERD_ENV=DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1)
   have=$(docker image inspect -f '{{ index .Config.Labels "greenlight.testbed.hash" }}' \
-    "greenlight/$name:bookworm" 2>/dev/null || true)
+    "greenlight/$name:$suite" 2>/dev/null || true)
   if [ "$have" != "$server_hash" ]; then
-    echo "testbed: building greenlight/$name:bookworm"
-    docker build -q --label "greenlight.testbed.hash=$server_hash" --build-arg "WITH_DOCKER=$with_docker" \
-      -t "greenlight/$name:bookworm" "$here/server" >/dev/null
+    echo "testbed: building greenlight/$name:$suite"
+    docker build -q --label "greenlight.testbed.hash=$server_hash" --build-arg "BASE=debian:$suite-slim" \
+      --build-arg "WITH_DOCKER=$with_docker" "${extra[@]}" -t "greenlight/$name:$suite" "$here/server" >/dev/null
   fi
 done
 

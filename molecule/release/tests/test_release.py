@@ -1,12 +1,15 @@
 """What greenlight.deploy.release leaves on a server after converge (setup.yml, deploy.yml v1, then
 v2), the idempotence run and side_effect (rollback.yml to v1, deploy.yml v2 again): v2 live behind
 nginx, v1 kept stopped for the next rollback, one audit record per swap with its actor and without
-a secret, the env file private, the deploy lock free."""
+a secret, the env file private, the deploy lock free; no request failed under load during the
+rollback and the deploy of side_effect; the engine imports on the server's own python3 (3.11 on
+Debian 12, 3.13 on Debian 13) without a deprecation warning. Every test runs on both servers."""
 from __future__ import annotations
 
 import json
 import os
 import pathlib
+import shlex
 import time
 
 import yaml
@@ -17,6 +20,8 @@ SERVER_NAME = "staging.greenlight.test"
 UPSTREAM_FILE = "/etc/nginx/greenlight/todo-upstream.conf"
 SCENARIO = pathlib.Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
 PROJECT = pathlib.Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+UNDER_LOAD = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "under-load" / "summary.json"
+ENGINE_ARCHIVE = "/usr/local/lib/greenlight/todo/greenlight.zip"
 
 
 def vault_values() -> dict[str, str]:
@@ -130,3 +135,24 @@ def test_deploy_lock_is_free(host) -> None:
     wait_for_background_stop(host)
     assert host.run(f"flock -n {APP_DIR}/deploy.lock true").rc == 0
     assert json.loads(host.check_output(f"{APP_DIR}/deploy.sh status --json"))["lock"] is None
+
+
+def test_no_request_failed_under_load_during_the_rollback_and_the_deploy(host) -> None:
+    """side_effect.yml: under_load.py sent requests through this server's nginx from before the
+    rollback to v1 until after the deploy of v2."""
+    summary = json.loads(UNDER_LOAD.read_text())[host.backend.get_hostname()]
+    assert summary["failed"] == 0, summary
+    assert summary["requests"] >= 50, summary
+    order = summary["releases_in_order"]
+    assert order[0] == "v2" and "v1" in order and order[-1] == "v2", summary
+
+
+def test_the_engine_imports_on_the_servers_python_without_a_deprecation_warning(host) -> None:
+    """deploy.sh runs the engine with the server's /usr/bin/python3; every module of it imports
+    with warnings turned into errors."""
+    script = ("import importlib, pkgutil, sys; sys.path.insert(0, sys.argv[1]); import greenlight; "
+              "names = [m.name for m in pkgutil.iter_modules(greenlight.__path__)]; "
+              "[importlib.import_module('greenlight.' + n) for n in names]; print(sys.version_info[:2], len(names))")
+    result = host.run("/usr/bin/python3 -I -W error -c %s %s" % (shlex.quote(script), ENGINE_ARCHIVE))
+    assert result.rc == 0, result.stderr
+    assert int(result.stdout.split()[-1]) >= 20, result.stdout
