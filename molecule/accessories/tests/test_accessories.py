@@ -72,8 +72,9 @@ def test_redis_data_survived_removal_and_restart(host):
 
 
 def test_redis_refuses_without_password(host):
-    out = host.run("docker exec todo-redis sh -c 'echo GET kept | redis-cli'").stdout
-    assert "NOAUTH" in out
+    out = host.run("docker exec todo-redis sh -c 'echo GET kept | redis-cli'")
+    assert "NOAUTH" in out.stdout + out.stderr
+    assert "written-before-removal" not in out.stdout
 
 
 def test_reachable_by_name_from_another_container_on_the_network(host):
