@@ -3,6 +3,7 @@ configuration, container log, image or ansible-playbook output, and a changed va
 becomes the accessory's password on the next run (the last test: it rotates them)."""
 from __future__ import annotations
 
+import base64
 import json
 import os
 import pathlib
@@ -64,6 +65,9 @@ def test_rotation_sets_the_new_passwords_and_prints_none(host, tmp_path):
         capture_output=True, text=True, check=False, env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
+    # The server now has the new passwords: the scenario's canaries follow, so verify can run again.
+    (EPHEMERAL / "canary-postgres").write_text(new_pg)
+    (EPHEMERAL / "canary-redis").write_text(new_redis)
     for canary in (old_pg, old_redis, new_pg, new_redis):
         assert canary not in output
     # The new passwords work from another container on the network, the old ones no longer.
@@ -73,9 +77,13 @@ def test_rotation_sets_the_new_passwords_and_prints_none(host, tmp_path):
             "-h postgres -U todo -d todo -tAc 'SELECT 1'" % (shlex.quote(password), PG_IMAGE)).rc
     assert pg_login(new_pg + ':"x\\') == 0
     assert pg_login(old_pg + ':"x\\') != 0
-    auth = 'AUTH "%s \\"y\\\\"\nPING\n' % new_redis
-    out = host.run("printf %s | docker exec -i todo-redis redis-cli" % shlex.quote(auth))
-    assert out.stdout.splitlines()[-1:] == ["PONG"], out.stdout
+    def redis_ping(password: str) -> list[str]:
+        # AUTH + PING on redis-cli's standard input, base64 on the way so no shell quoting is involved.
+        escaped = password.replace("\\", "\\\\").replace('"', '\\"')
+        payload = base64.b64encode(('AUTH "%s"\nPING\n' % escaped).encode()).decode()
+        return host.run("echo %s | base64 -d | docker exec -i todo-redis redis-cli" % payload).stdout.splitlines()
+    assert redis_ping(new_redis + ' "y\\')[-1:] == ["PONG"]
+    assert redis_ping(old_redis + ' "y\\')[-1:] != ["PONG"]
     seen = everything_on_the_server(host)
     for canary in (new_pg, new_redis):
         assert canary not in seen
