@@ -40,7 +40,10 @@ def test_container_on_private_network_only(host, name):
     assert name in networks["todo-private"]["Aliases"]
     assert not info["HostConfig"]["PortBindings"]
     assert not any(info["NetworkSettings"]["Ports"].values() or [None])
-    assert info["Config"]["Labels"]["greenlight.accessory"] == name
+    labels = info["Config"]["Labels"]
+    assert labels["greenlight.accessory"] == name and labels["greenlight.accessory.app"] == "todo"
+    # The swap engine takes every container labelled greenlight.app for one of the app's releases.
+    assert "greenlight.app" not in labels
 
 
 @pytest.mark.parametrize("port", [5432, 6379])
