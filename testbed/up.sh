@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stand up the whole test bed; each step reuses what already exists, so a second run is fast.
 #   base images debian:bookworm-slim and debian:trixie-slim → server images → registry (TLS + htpasswd) →
-#   example app images built and pushed (v1, v2, bad-health, bad-migration).
+#   example app images built and pushed (v1, v2, bad-health, bad-migration) → accessory images
+#   (postgres, redis from Debian packages) built and pushed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 export GREENLIGHT_TESTBED_STATE="${GREENLIGHT_TESTBED_STATE:-$here/../.testbed}"
@@ -35,6 +36,7 @@ bash "$here/registry.sh"
 
 # Example app images, then push them (and a plain base image) to the test registry.
 bash "$here/build-app-images.sh"
+bash "$here/build-accessory-images.sh"
 export DOCKER_CONFIG="$state/docker-config"
 mkdir -p "$DOCKER_CONFIG"
 port="${GREENLIGHT_REGISTRY_PORT:-5443}"
@@ -59,5 +61,8 @@ push() {  # local-tag remote-path
 push debian:bookworm-slim greenlight/debian:bookworm-slim
 for v in v1 v2 bad-health bad-migration; do
   push "greenlight/todo:$v" "greenlight/todo:$v"
+done
+for a in postgres:15-bookworm redis:7-bookworm; do
+  push "greenlight/$a" "greenlight/$a"
 done
 echo "testbed: ready (registry registry.greenlight.test:5000 on network greenlight-test, 127.0.0.1:$port from the host)"
