@@ -5,12 +5,13 @@ server container, for apt, for Ansible's round trips. So `make test` starts the 
 scenarios as soon as collection is done, while the other tests run; each
 `test_molecule_scenario[<name>]` then waits for its scenario's result.
 
-Two scenarios run at a time (GREENLIGHT_MOLECULE_WORKERS, default 2; 1 runs them one after the
-other): each has its own containers (gl-<scenario>...), its own ephemeral directory, and none
-writes to a shared place (the molecule prerun, which would install a copy of the collection
-into ~/.ansible, is off in .config/molecule/config.yml). The longest scenarios start first,
-by the durations of the last runs (.testbed/molecule-seconds.json), so the last one to finish
-is a short one.
+They run one after the other unless GREENLIGHT_MOLECULE_WORKERS=2 (or more) runs that many at a
+time: each scenario has its own containers (gl-<scenario>...), its own ephemeral directory, and
+none writes to a shared place (the molecule prerun, which would install a copy of the collection
+into ~/.ansible, is off in .config/molecule/config.yml). Not the default yet: on a loaded
+machine one parallel trial failed in a verify step that was not diagnosed (see the suite
+helper's report). The longest scenarios start first, by the durations of the last runs
+(.testbed/molecule-seconds.json), so the last one to finish is a short one.
 GREENLIGHT_TEST_SERIAL=1 runs each scenario inside its own test instead.
 """
 from __future__ import annotations
@@ -95,9 +96,9 @@ def run_scenario(scenario: str, started: t.Callable[[subprocess.Popen], None] | 
 
 def workers_from_env() -> int:
     try:
-        return max(1, int(os.environ.get("GREENLIGHT_MOLECULE_WORKERS", "2")))
+        return max(1, int(os.environ.get("GREENLIGHT_MOLECULE_WORKERS", "1")))
     except ValueError:
-        return 2
+        return 1
 
 
 class BackgroundScenarios:

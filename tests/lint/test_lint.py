@@ -21,18 +21,23 @@ def test_yamllint_clean() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def ansible_lint(home: Path) -> subprocess.CompletedProcess[str]:
+def ansible_lint(home: Path, job: prewarm.Job | None = None) -> subprocess.CompletedProcess[str]:
     # ansible-lint puts ~/.ansible/collections before ANSIBLE_COLLECTIONS_PATH: a copy of
     # greenlight.deploy installed there earlier (by hand, or an older ansible-lint) would be linted
     # against instead of this checkout. A HOME of its own leaves only this checkout's collection.
-    return subprocess.run([str(VENV_BIN / "ansible-lint"), "--profile", "production", "--offline", "-q", "--nocolor"],
-                          cwd=REPO, env=ansible_env(HOME=str(home)), capture_output=True, text=True, check=False)
+    proc = subprocess.Popen([str(VENV_BIN / "ansible-lint"), "--profile", "production", "--offline", "-q", "--nocolor"],
+                            cwd=REPO, env=ansible_env(HOME=str(home)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    if job is not None:
+        job.abort = proc.kill  # the session ends before the test took the result
+    stdout, stderr = proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def start_in_background(config, first_needed: int) -> None:
     """ansible-lint (a minute of one core) starts once collection is done (tests/lint/conftest.py)."""
     home = config._tmp_path_factory.mktemp("ansible-lint-home")
-    prewarm.register(PREWARM, lambda job: ansible_lint(home), first_needed=first_needed)
+    prewarm.register(PREWARM, lambda job: ansible_lint(home, job), first_needed=first_needed)
 
 
 def test_ansible_lint_production_profile(tmp_path) -> None:

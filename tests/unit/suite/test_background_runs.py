@@ -108,9 +108,9 @@ def test_scenarios_run_two_at_a_time_longest_first(tmp_path, monkeypatch) -> Non
     assert order[:2] == ["new", "long"] and order[2:] == ["middle", "short"], order
 
 
-def test_one_worker_runs_the_scenarios_one_after_the_other(monkeypatch) -> None:
+def test_by_default_the_scenarios_run_one_after_the_other(monkeypatch) -> None:
     runner = fresh("molecule_runner")
-    monkeypatch.setenv("GREENLIGHT_MOLECULE_WORKERS", "1")
+    monkeypatch.delenv("GREENLIGHT_MOLECULE_WORKERS", raising=False)
     running: list[int] = []
     current = [0]
     lock = threading.Lock()
