@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import socket
+import subprocess
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
@@ -27,3 +29,10 @@ def free_port() -> int:
     port = sock.getsockname()[1]
     sock.close()
     return port
+
+
+def docker_answers() -> bool:
+    """Whether a Docker engine answers (`docker info`)."""
+    return shutil.which("docker") is not None and subprocess.run(
+        ["docker", "info"], capture_output=True, check=False
+    ).returncode == 0

@@ -48,6 +48,24 @@ def docker_client() -> docker_api.DockerClient:
     return docker_api.DockerClient(docker_api.socket_path_from_env())
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the rotation test bed (test_rotate_secrets.py, shared with test_vault_rekey.py) in
+    the background once collection is done, when one of its tests is selected (tests/prewarm.py)."""
+    import prewarm  # noqa: PLC0415
+
+    if session.config.option.collectonly or not prewarm.enabled():
+        return
+    for index, item in enumerate(session.items):
+        shared = getattr(getattr(item, "module", None), "shared_bed", None)
+        if shared is not None and "bed" in getattr(item, "fixturenames", ()):
+            try:
+                docker_client().ping()
+            except Exception:
+                return  # every test here fails on docker_engine_answers, saying why
+            sys.modules[shared.__module__].start_shared_bed(session.config, first_needed=index)
+            return
+
+
 @pytest.fixture(scope="session", autouse=True)
 def docker_engine_answers() -> None:
     """Every test in this directory needs the Docker engine: without it each one fails, saying

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import prewarm  # tests/prewarm.py
 from gltest import REPO, TESTBED_STATE, VENV_BIN, ansible_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -324,21 +325,44 @@ class RotationBed:
 
 
 _BED: dict[str, t.Any] = {}
+PREWARM = "rotation-bed"
+
+
+def new_bed(config: pytest.Config, job: t.Optional[prewarm.Job] = None) -> RotationBed:
+    """A created RotationBed; removed again when its creation fails."""
+    bed = RotationBed(Path(tempfile.mkdtemp(prefix="glrot-")), integration_helpers(config))
+    if job is not None:
+        job.abort = bed.remove
+        if job.cancelled:
+            raise RuntimeError("cancelled")
+    try:
+        bed.create()
+    except BaseException:
+        bed.remove()
+        raise
+    return bed
+
+
+def start_shared_bed(config: pytest.Config, first_needed: int = 0) -> None:
+    """Create the session's bed in the background (tests/integration/conftest.py calls this once
+    collection is done; shared_bed takes it)."""
+    prewarm.register(PREWARM, lambda job: new_bed(config, job), cleanup=RotationBed.remove,
+                     first_needed=first_needed)
 
 
 def shared_bed(request: pytest.FixtureRequest) -> RotationBed:
-    """The session's RotationBed, made on first use and removed when pytest ends."""
+    """The session's RotationBed, made on first use (or taken from the background setup) and
+    removed when pytest ends."""
     if "error" in _BED:
         pytest.fail("setting up the rotation test bed failed earlier: %s" % _BED["error"])
     if "bed" not in _BED:
-        helpers = integration_helpers(request.config)
-        bed = RotationBed(Path(tempfile.mkdtemp(prefix="glrot-")), helpers)
-        request.config.add_cleanup(bed.remove)
+        started = prewarm.take(PREWARM)
         try:
-            bed.create()
+            bed = started.result() if started else new_bed(request.config)
         except BaseException as exc:
             _BED["error"] = str(exc)[-3000:]
             raise
+        request.config.add_cleanup(bed.remove)
         _BED["bed"] = bed
     return _BED["bed"]
 
