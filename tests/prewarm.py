@@ -116,5 +116,11 @@ def stop_all() -> None:
         _JOBS.clear()
     for job in jobs:
         job.cancelled = True  # a job still waiting for its turn does not start
+    problems = []
     for job in jobs:
-        job.cancel()
+        try:
+            job.cancel()
+        except Exception as exc:  # one job's failed cleanup must not leak the others' servers
+            problems.append("%s: %s" % (job.name, exc))
+    if problems:
+        raise RuntimeError("background setups not cleaned up: %s" % "; ".join(problems))

@@ -151,6 +151,13 @@ class ActionModule(ActionBase):
                     "module_stdout": res.get("stdout", ""), "module_stderr": res.get("stderr", ""),
                     "msg": "the swap engine %s on the server gave no result (exit %s); see module_stderr"
                            % (archive, res.get("rc"))}
+        if reply.get("greenlight_engine") == "unsafe":
+            # deploy.sh runs that archive as root too: worth more than a verbose line.
+            display.warning("container_swap: %s on the server, or a directory above it, can be changed by users "
+                            "other than root; not running it (sending the module instead). Re-run "
+                            "greenlight.deploy.setup and keep deploy_script_install_dir in root-owned directories."
+                            % archive)
+            return None
         if "greenlight_engine" in reply:
             display.vvv("container_swap: %s on the server is %s, not this collection's engine (%s): sending the module"
                         % (archive, reply["greenlight_engine"], digest[:16]), host=self._play_context.remote_addr)

@@ -77,10 +77,13 @@ def test_logs_and_the_logs_and_run_playbooks(app_host, nginx, live_v1, tmp_path)
     assert "Listening at" not in out + err  # --lines 0: nothing from before
 
     # playbooks/logs.yml and playbooks/run.yml (through deploy.sh, as on a server).
-    played = run_playbook("logs.yml", app_host, "logs_lines=20", "logs_dir=%s" % tmp_path)
+    played = run_playbook("logs.yml", app_host, "logs_lines=20", "logs_dir=%s" % (tmp_path / "new"))
     assert played.returncode == 0, played.stdout + played.stderr
-    assert "Listening at: http://0.0.0.0:8000" in (tmp_path / "localhost.log").read_text()
+    assert "Listening at: http://0.0.0.0:8000" in (tmp_path / "new" / "localhost.log").read_text()
     assert "Listening at" in played.stdout
+    # A server whose log cannot be read is reported and fails the play.
+    played = run_playbook("logs.yml", app_host, "logs_service=worker")
+    assert played.returncode != 0 and "cannot read the log" in played.stdout, played.stdout + played.stderr
 
     played = run_playbook("run.yml", app_host, "run_actor=ci-42", "cmd=python manage.py createsuperuser")
     assert played.returncode != 0 and "quoted inside the -e value" in played.stdout  # cmd would be "python"

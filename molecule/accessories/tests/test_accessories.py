@@ -96,8 +96,14 @@ def test_reachable_by_name_from_another_container_on_the_network(host):
 
 
 def test_not_reachable_from_outside_the_network(host):
-    out = host.run(f"docker run --rm --entrypoint pg_isready {PG_IMAGE} -h postgres -t 3")
-    assert out.rc != 0
+    # By its address, not its name (a name never resolves off the network, so that would prove
+    # nothing): answered on todo-private, not from a container on Docker's default bridge.
+    address = inspect(host, "todo-postgres")["NetworkSettings"]["Networks"]["todo-private"]["IPAddress"]
+    assert address
+    inside = host.run(f"{ON_NETWORK} pg_isready {PG_IMAGE} -h {address} -t 5")
+    assert inside.rc == 0, inside.stdout + inside.stderr
+    outside = host.run(f"docker run --rm --entrypoint pg_isready {PG_IMAGE} -h {address} -t 5")
+    assert outside.rc != 0, outside.stdout + outside.stderr
 
 
 @pytest.mark.parametrize("name,uid", [("postgres", 999), ("redis", 999)])

@@ -98,6 +98,10 @@ def cmd_run(config: dict[str, t.Any], args: argparse.Namespace) -> int:
         raise CliError(str(exc), EXIT_FAILED)
     except DockerError as exc:
         raise CliError("cannot start the one-off container: %s" % exc, EXIT_FAILED)
+    except KeyboardInterrupt:
+        _err("%s: interrupted; the one-off container is removed and the run recorded in %s"
+             % (PROG, opts.releases_log))
+        return 130
     code = record.get("exit_code")
     _err("%s: the command exited %s (recorded in %s); its container is removed" % (PROG, code, opts.releases_log))
     return code if isinstance(code, int) and 0 <= code < 256 else EXIT_FAILED
@@ -110,6 +114,9 @@ def cmd_maintenance(config: dict[str, t.Any], args: argparse.Namespace) -> int:
     except ProxyError as exc:
         raise CliError("maintenance mode not switched %s: %s; nginx serves as before" % (args.switch, exc),
                        EXIT_FAILED)
+    except OSError as exc:  # writing the include (e.g. a full disk): nothing was reloaded
+        raise CliError("maintenance mode not switched %s: cannot write %s: %s; nginx serves as before"
+                       % (args.switch, ops.maintenance_path(opts), exc.strerror or exc), EXIT_FAILED)
     if args.json:
         _out(json.dumps(record, sort_keys=True))
     elif args.switch == "on":

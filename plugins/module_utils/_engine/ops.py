@@ -16,8 +16,10 @@ import codecs
 import datetime
 import re
 import secrets
+import signal
 import struct
 import subprocess
+import threading
 import time
 import typing as t
 
@@ -129,6 +131,17 @@ def stream_logs(docker: t.Any, container_id: str, write_out: t.Callable[[str], N
 # --------------------------------------------------------------------------------------------
 # One-off commands
 # --------------------------------------------------------------------------------------------
+def refuse_root_user(live: dict[str, t.Any]) -> None:
+    """A one-off command runs what the caller (the deploy user, through sudo) chooses. As root in
+    the container it could leave a set-uid file in the app's bind-mounted data for the caller to
+    run on the host: refused unless the image names a non-root USER (the example image does)."""
+    user = str((live.get("Config") or {}).get("User") or "").split(":", 1)[0].strip()
+    if user in ("", "0", "root"):
+        raise OpsError("the live release's image runs as root (no USER, or USER %s): deploy.sh run does not run "
+                       "commands as root in a container with the app's data mounted; give the image a non-root "
+                       "USER (e.g. USER 10001:10001 in its Dockerfile) and deploy it" % (user or "unset"))
+
+
 def one_off_config(live: dict[str, t.Any], app_name: str, release: str, command: t.Sequence[str],
                    tty: bool, interactive: bool) -> dict[str, t.Any]:
     """A container like `live` (its image, environment, mounts, network, user, working directory)
@@ -137,7 +150,7 @@ def one_off_config(live: dict[str, t.Any], app_name: str, release: str, command:
     config = live.get("Config") or {}
     host = live.get("HostConfig") or {}
     host_config = {"Binds": list(host.get("Binds") or []), "NetworkMode": host.get("NetworkMode") or "default",
-                   "RestartPolicy": {"Name": "no"}}
+                   "RestartPolicy": {"Name": "no"}, "SecurityOpt": ["no-new-privileges"]}
     if host.get("ExtraHosts"):
         host_config["ExtraHosts"] = list(host["ExtraHosts"])
     created = {"Image": live.get("Image"), "Cmd": list(command), "Env": list(config.get("Env") or []),
@@ -162,6 +175,7 @@ def run_one_off(docker: t.Any, opts: t.Any, command: t.Sequence[str], tty: bool,
     release = label(target, LABEL_RELEASE) or "?"
     live = docker.inspect_container(target["Id"])
     env = list((live.get("Config") or {}).get("Env") or [])
+    refuse_root_user(live)
     check_mount_sources((live.get("HostConfig") or {}).get("Binds") or [])
     container_name = "%s-run-%s-%s" % (opts.app_name, release, secrets.token_hex(3))
     record: dict[str, t.Any] = {"time": utc_now(), "app": opts.app_name, "actor": current_actor(actor),
@@ -170,6 +184,11 @@ def run_one_off(docker: t.Any, opts: t.Any, command: t.Sequence[str], tty: bool,
                                 "container_name": container_name}
     started = time.monotonic()
     container_id = None
+    # A closed SSH session (SIGHUP) or a kill (SIGTERM) ends the command like Ctrl-C: the container
+    # is removed and the record written (the finally below), never left running unrecorded.
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # signal handlers: main thread only
+        previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGHUP, signal.SIGTERM)}
     try:
         container_id = docker.create_container(container_name, one_off_config(live, opts.app_name, release, command,
                                                                               tty, interactive))
@@ -194,14 +213,23 @@ def run_one_off(docker: t.Any, opts: t.Any, command: t.Sequence[str], tty: bool,
         record.update(exit_code=None, result="failed", error=redact(str(exc), env))
         raise OpsError(record["error"]) from exc
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         if container_id:
             try:
                 docker.remove_container(container_id, force=True)
             except DockerError as exc:
                 log("could not remove the one-off container %s: %s" % (container_name, exc))
         record["seconds"] = round(time.monotonic() - started, 2)
-        append_jsonl(opts.releases_log, record)
+        try:
+            append_jsonl(opts.releases_log, record)
+        except OSError as exc:  # e.g. a full disk: the command ran; say so rather than hide its exit code
+            log("could not record the one-off command in %s: %s" % (opts.releases_log, exc.strerror or exc))
     return record
+
+
+def _interrupt(signum: int, _frame: t.Any) -> None:
+    raise KeyboardInterrupt("signal %d" % signum)
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,22 +26,31 @@ from .swap import run_swap
 
 # The command's Python program (python3 -I -c BOOT <archive> <sha256>): run the engine in
 # <archive> only when its bytes have the controller's digest and only root or the user running
-# it can change the archive and its directory (as deploy_script installs them: root-owned, not
-# group or world writable); otherwise print {"greenlight_engine": "<digest found>" | "missing" |
-# "unsafe"} and change nothing (the caller then sends the module as usual). Reads stdin only
-# after the check.
+# it can change the archive and every directory above it (symlinks resolved first; a directory
+# others may write to counts only with the sticky bit, like /tmp, since then they cannot rename
+# or remove an entry root owns); otherwise print {"greenlight_engine": "<digest found>" |
+# "missing" | "unsafe"} and change nothing (the caller then sends the module as usual). What is
+# checked is what runs: the resolved path, whose every step only root can change. Reads stdin
+# only after the check.
 BOOT = (
     "import hashlib,json,os,sys\n"
     "p,d=sys.argv[1],sys.argv[2]\n"
+    "u=(0,os.getuid())\n"
     "try:\n"
-    " f=open(p,'rb')\n"
+    " r=os.path.realpath(p)\n"
+    " f=open(r,'rb')\n"
     " with f:\n"
     "  h=hashlib.sha256(f.read()).hexdigest()\n"
-    "  for s in (os.fstat(f.fileno()),os.stat(os.path.dirname(p))):\n"
-    "   if s.st_uid not in (0,os.getuid()) or s.st_mode&0o022:h='unsafe'\n"
+    "  s=[os.fstat(f.fileno())]\n"
+    "  q=r\n"
+    "  while q!=os.path.dirname(q):\n"
+    "   q=os.path.dirname(q)\n"
+    "   s.append(os.lstat(q))\n"
+    "  for i,x in enumerate(s):\n"
+    "   if x.st_uid not in u or (x.st_mode&0o022 and not(i and x.st_mode&0o1000)):h='unsafe'\n"
     "except OSError:h='missing'\n"
     "if h!=d:print(json.dumps({'greenlight_engine':h}));sys.exit(0)\n"
-    "sys.path.insert(0,p)\n"
+    "sys.path.insert(0,r)\n"
     "from greenlight.remote import main\n"
     "sys.exit(main())\n"
 )

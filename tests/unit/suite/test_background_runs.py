@@ -130,3 +130,20 @@ def test_by_default_the_scenarios_run_one_after_the_other(monkeypatch) -> None:
     assert [background.wait(n, timeout=30).output for n in "abc"] == ["a", "b", "c"]
     background.stop()
     assert running == [1, 1, 1]
+
+
+def test_one_failed_cleanup_does_not_leak_the_other_setups() -> None:
+    prewarm = fresh("prewarm")
+    cleaned: list[str] = []
+
+    def bad_cleanup(value):
+        raise RuntimeError("docker rm failed")
+
+    prewarm.register("first", lambda job: "a", cleanup=bad_cleanup, first_needed=1)
+    prewarm.register("second", lambda job: "b", cleanup=lambda value: cleaned.append(value), first_needed=2)
+    prewarm.launch()
+    for job in prewarm._STARTED:
+        job.thread.join(10)
+    with pytest.raises(RuntimeError, match="first: docker rm failed"):
+        prewarm.stop_all()
+    assert cleaned == ["b"]

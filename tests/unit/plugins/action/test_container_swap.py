@@ -209,6 +209,19 @@ def test_a_missing_or_different_installed_engine_sends_the_module() -> None:
         assert result["release"] == "from-the-module"
 
 
+def test_an_installed_engine_others_could_change_is_not_run_and_the_user_is_warned() -> None:
+    from ansible_collections.greenlight.deploy.plugins.action import container_swap as plugin
+    with mock.patch.object(plugin.display, "warning") as warning:
+        result, execute, low = fast_action(dict(VALID), {"greenlight_engine": "unsafe"})
+    execute.assert_called_once()
+    assert result["release"] == "from-the-module"
+    [call] = warning.call_args_list
+    assert "other than root" in call.args[0] and "greenlight.zip" in call.args[0]
+    with mock.patch.object(plugin.display, "warning") as warning:
+        fast_action(dict(VALID), {"greenlight_engine": "missing"})
+    warning.assert_not_called()  # an engine not installed yet is normal after an upgrade
+
+
 def test_without_deploy_settings_or_pipelining_the_module_is_sent() -> None:
     for kwargs in ({"task_vars": {}}, {"pipelining": False},
                    {"task_vars": {"deploy_script_install_dir": "relative/dir"}}):
@@ -249,6 +262,12 @@ def run_boot(tmp_path: Path, digest: str, stdin: str) -> subprocess.CompletedPro
                           capture_output=True, text=True, timeout=60, check=False)
 
 
+def boot(archive: Path, stdin: str = "not json") -> subprocess.CompletedProcess:
+    from ansible_collections.greenlight.deploy.plugins.module_utils._engine.remote import BOOT
+    return subprocess.run([sys.executable, "-I", "-c", BOOT, str(archive), engine_digest()], input=stdin,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
 def test_the_server_program_runs_only_the_engine_with_the_expected_digest(tmp_path: Path) -> None:
     # Another digest: it says what it found and reads nothing (stdin is not even JSON here).
     other = run_boot(tmp_path, "0" * 64, "not json")
@@ -267,6 +286,23 @@ def test_the_server_program_runs_only_the_engine_with_the_expected_digest(tmp_pa
             str(archive), engine_digest()], input="not json", capture_output=True, text=True, timeout=60, check=False)
         target.chmod(mode)
         assert json.loads(unsafe.stdout) == {"greenlight_engine": "unsafe"}, (target, unsafe.stderr)
+    # ... or a directory further up (without the sticky bit /tmp has, others could rename it away).
+    up = tmp_path / "up"
+    (up / "lib").mkdir(parents=True)
+    deep = up / "lib" / "greenlight.zip"
+    deep.write_bytes(archive.read_bytes())
+    up.chmod(0o777)
+    assert json.loads(boot(deep).stdout) == {"greenlight_engine": "unsafe"}
+    up.chmod(0o1777)  # sticky: others cannot rename or remove what root owns in it
+    assert "greenlight_engine" not in json.loads(boot(deep, '{"options": {"app_name": "Todo", "image": "x:v2"}}').stdout)
+    # A symlink is resolved first: what is checked is what runs.
+    unsafe_dir = tmp_path / "open"
+    unsafe_dir.mkdir(mode=0o777)
+    unsafe_dir.chmod(0o777)
+    (unsafe_dir / "greenlight.zip").write_bytes(archive.read_bytes())
+    link = tmp_path / "link.zip"
+    link.symlink_to(unsafe_dir / "greenlight.zip")
+    assert json.loads(boot(link).stdout) == {"greenlight_engine": "unsafe"}
     # The digest matches: the engine in the archive runs the options (here refused by its own rules,
     # so nothing on this machine is read or changed).
     ran = run_boot(tmp_path, engine_digest(), json.dumps({"options": {"app_name": "Todo", "image": "x:v2"}}))
