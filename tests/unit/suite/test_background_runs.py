@@ -108,9 +108,9 @@ def test_scenarios_run_two_at_a_time_longest_first(tmp_path, monkeypatch) -> Non
     assert order[:2] == ["new", "long"] and order[2:] == ["middle", "short"], order
 
 
-def test_by_default_the_scenarios_run_one_after_the_other(monkeypatch) -> None:
+def test_with_one_worker_the_scenarios_run_one_after_the_other(monkeypatch) -> None:
     runner = fresh("molecule_runner")
-    monkeypatch.delenv("GREENLIGHT_MOLECULE_WORKERS", raising=False)
+    monkeypatch.setenv("GREENLIGHT_MOLECULE_WORKERS", "1")
     running: list[int] = []
     current = [0]
     lock = threading.Lock()
@@ -147,3 +147,9 @@ def test_one_failed_cleanup_does_not_leak_the_other_setups() -> None:
     with pytest.raises(RuntimeError, match="first: docker rm failed"):
         prewarm.stop_all()
     assert cleaned == ["b"]
+
+
+def test_by_default_two_scenarios_run_at_a_time(monkeypatch) -> None:
+    runner = fresh("molecule_runner")
+    monkeypatch.delenv("GREENLIGHT_MOLECULE_WORKERS", raising=False)
+    assert runner.workers_from_env() == 2
